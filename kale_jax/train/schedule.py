@@ -7,8 +7,6 @@ from its random initialisation and then periodically as the base moves.
 """
 from __future__ import annotations
 
-from typing import Iterator, Tuple
-
 import ml_collections
 
 
@@ -38,10 +36,3 @@ def energy_steps_until(base_step: int, config: ml_collections.ConfigDict) -> int
     train = config.train
     num_warmups = -(-base_step // train.warmup_every)  # base steps 0, w, 2w, ... below base_step
     return num_warmups * train.n_critic_warmup + (base_step - num_warmups) * train.n_critic
-
-
-def iterations(start_base_step: int, num_base_steps: int,
-               config: ml_collections.ConfigDict) -> Iterator[Tuple[int, int]]:
-    """Yields (base_step, n_energy_steps) for base steps start_base_step .. num_base_steps - 1."""
-    for base_step in range(start_base_step, num_base_steps):
-        yield base_step, energy_steps_before(base_step, config)

@@ -1,0 +1,1 @@
+"""Training configs (ml_collections); run binaries from the repository root."""

@@ -1,0 +1,8 @@
+"""Sample-quality metrics.
+
+  mmd2(x, y, bandwidths=None)   unbiased squared MMD, Gaussian-mixture kernel (kale_jax.metrics.mmd)
+  median_bandwidth(x, y)        the median heuristic used by mmd2's default bandwidths
+"""
+from kale_jax.metrics.mmd import DEFAULT_BANDWIDTH_SCALES, median_bandwidth, mmd2
+
+__all__ = ["DEFAULT_BANDWIDTH_SCALES", "median_bandwidth", "mmd2"]

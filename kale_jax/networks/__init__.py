@@ -1,0 +1,112 @@
+"""Generators (bases) and energies as Flax Linen modules, chosen by name.
+
+    generator = get_generator('sngan', image_size=32, channels=3, width=64)
+    variables = init_variables(generator, key, jnp.zeros((1, latent_dim)))
+    images = generator.apply(variables, z, train=False)             # (N, 32, 32, 3) in [-1, 1]
+    images, updates = generator.apply(variables, z, train=True, mutable=['batch_stats'])
+
+Names: 'dcgan', 'sngan', 'resnet' (images, NHWC, image_size 32 or 64) and 'mlp' (vectors).
+Generators map z (N, latent_dim) to samples; energies map samples (N, ...) to (N,) float32.
+All mutable state (BatchNorm averages, spectral-norm power-iteration vectors) is in the
+'batch_stats' collection; train=False reads it and updates nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Dict, Tuple
+
+import flax.linen as nn
+import jax
+
+from kale_jax.networks import common
+from kale_jax.networks.conv import DCGANEnergy, DCGANGenerator, SNGANEnergy, SNGANGenerator
+from kale_jax.networks.mlp import MLPEnergy, MLPGenerator
+from kale_jax.networks.resnet import ResNetEnergy, ResNetGenerator
+
+GENERATORS = {
+    "dcgan": DCGANGenerator,
+    "sngan": SNGANGenerator,
+    "resnet": ResNetGenerator,
+    "mlp": MLPGenerator,
+}
+ENERGIES = {
+    "dcgan": DCGANEnergy,
+    "sngan": SNGANEnergy,
+    "resnet": ResNetEnergy,
+    "mlp": MLPEnergy,
+}
+GENERATOR_NAMES: Tuple[str, ...] = tuple(GENERATORS)
+ENERGY_NAMES: Tuple[str, ...] = tuple(ENERGIES)
+IMAGE_NETWORK_NAMES: Tuple[str, ...] = ("dcgan", "sngan", "resnet")
+
+__all__ = [
+    "GENERATORS", "ENERGIES", "GENERATOR_NAMES", "ENERGY_NAMES", "IMAGE_NETWORK_NAMES",
+    "get_generator", "get_energy", "supported_image_sizes", "module_attributes",
+    "init_variables", "count_parameters",
+    "DCGANGenerator", "DCGANEnergy", "SNGANGenerator", "SNGANEnergy",
+    "ResNetGenerator", "ResNetEnergy", "MLPGenerator", "MLPEnergy",
+]
+
+
+def module_attributes(cls: type) -> Tuple[str, ...]:
+    """The keyword arguments a network class accepts (its dataclass fields)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name"))
+
+
+def _build(kind: str, registry: Dict[str, type], name: str, kwargs: Dict[str, Any]) -> nn.Module:
+    if name not in registry:
+        raise ValueError(f"unknown {kind} name {name!r}; allowed: {tuple(registry)}")
+    cls = registry[name]
+    allowed = module_attributes(cls)
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(f"{kind} {name!r} got unknown keyword arguments {unknown}; "
+                         f"allowed: {allowed}")
+    return cls(**kwargs)
+
+
+def get_generator(name: str, **kwargs: Any) -> nn.Module:
+    """The generator called `name` built with `kwargs` (see the class for its attributes).
+
+    Raises ValueError for an unknown name, an unknown keyword or a bad value (e.g. an
+    unsupported image_size)."""
+    return _build("generator", GENERATORS, name, kwargs)
+
+
+def get_energy(name: str, **kwargs: Any) -> nn.Module:
+    """The energy called `name` built with `kwargs` (see the class for its attributes).
+
+    Raises ValueError for an unknown name, an unknown keyword or a bad value."""
+    return _build("energy", ENERGIES, name, kwargs)
+
+
+def supported_image_sizes(name: str) -> Tuple[int, ...]:
+    """Image sides the network `name` supports; () for vector networks ('mlp')."""
+    if name not in GENERATORS and name not in ENERGIES:
+        raise ValueError(f"unknown network name {name!r}; allowed: "
+                         f"{tuple(sorted(set(GENERATORS) | set(ENERGIES)))}")
+    return common.IMAGE_SIZES if name in IMAGE_NETWORK_NAMES else ()
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init(module: nn.Module, key: jax.Array, example_input: jax.Array) -> Dict[str, Any]:
+    return module.init(key, example_input, train=False)
+
+
+def init_variables(module: nn.Module, key: jax.Array, example_input: jax.Array) -> Dict[str, Any]:
+    """Initialised variables {'params': ..., ['batch_stats': ...]} (jit-compiled init).
+
+    Args:
+      module: a generator or energy from this package.
+      key: PRNG key for the weights (and spectral-norm start vectors).
+      example_input: a batch with the real input's shape after the batch axis, e.g.
+        zeros((1, latent_dim)) for a generator, zeros((1, S, S, C)) for an image energy.
+    """
+    return dict(_init(module, key, example_input))
+
+
+def count_parameters(tree: Any) -> int:
+    """Number of scalars in a pytree of arrays or jax.ShapeDtypeStruct (e.g. 'params')."""
+    return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree))

@@ -1,0 +1,187 @@
+"""Plain convolutional generators and energies: DCGAN (Radford et al. 2016) and the "standard
+CNN" of SNGAN (Miyato et al. 2018, Table 3).
+
+Shapes: latents z (N, latent_dim) -> images (N, S, S, C) in [-1, 1]; images (N, S, S, C) ->
+energies (N,) float32. S is image_size (32 or 64; 64 adds one x2 stage); layouts are NHWC.
+
+Channel schedules (w = width), for S = 32 / 64:
+  DCGAN generator  4x4x4w -> ... -> SxSxC      /  4x4x8w -> ...      (last hidden layer has w)
+  DCGAN energy     S/2 x S/2 x w -> ... -> 4x4x4w  /  ... -> 4x4x8w, then dense to 1
+  SNGAN generator  4x4x8w -> 8w/2 -> ... -> w, 3x3 conv to C   /  4x4x16w -> ...
+  SNGAN energy     (3x3 c, 4x4 stride-2 c) for c = w, 2w, 4w [, 8w], then 3x3 8w [16w], dense
+The paper defaults (S = 32) are w = 64: SNGAN's generator starts at 4x4x512, its energy ends
+with 512 channels. Layers followed by BatchNorm carry no bias (BatchNorm's shift replaces it).
+
+Energies have no normalisation that couples examples of a batch: E(x_i) depends on x_i alone,
+as KALE's per-example expectations and the gradient penalty require.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from kale_jax.networks import common
+
+Array = jax.Array
+
+# DCGAN and SNGAN both initialise weights from N(0, 0.02^2).
+_INIT = nn.initializers.normal(stddev=0.02)
+
+
+def _check(module: nn.Module) -> None:
+    owner = type(module).__name__
+    common.check_image_size(owner, module.image_size)
+    common.check_positive(owner, "channels", module.channels)
+    common.check_positive(owner, "width", module.width)
+
+
+def _up_conv(features: int, use_bias: bool, name: str) -> nn.ConvTranspose:
+    """4x4 stride-2 transposed conv: (N, H, W, C) -> (N, 2H, 2W, features)."""
+    return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", use_bias=use_bias,
+                            kernel_init=_INIT, name=name)
+
+
+class DCGANGenerator(nn.Module):
+    """DCGAN generator: dense -> 4x4 -> 4x4 stride-2 transposed convs (BatchNorm, ReLU) -> tanh.
+
+    Attributes:
+      image_size: output side S (32 or 64).
+      channels: output channels C.
+      width: channels of the last hidden layer; the 4x4 layer has width * S / 8.
+      axis_name: device axis over which BatchNorm statistics are averaged (None: local batch).
+    """
+    image_size: int = 32
+    channels: int = 3
+    width: int = 64
+    axis_name: Optional[str] = None
+
+    def __post_init__(self):
+        _check(self)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, z: Array, *, train: bool) -> Array:
+        """z (N, latent_dim) -> images (N, S, S, C) in [-1, 1]."""
+        common.check_latent(type(self).__name__, z)
+        n_up = common.num_stages(self.image_size)
+        features = self.width * 2 ** (n_up - 1)
+        x = nn.Dense(4 * 4 * features, use_bias=False, kernel_init=_INIT, name="dense")(z)
+        x = x.reshape(z.shape[0], 4, 4, features)
+        x = nn.relu(common.batch_norm(train, self.axis_name, name="bn_dense")(x))
+        for i in range(n_up - 1):
+            features //= 2
+            x = _up_conv(features, use_bias=False, name=f"up{i}")(x)
+            x = nn.relu(common.batch_norm(train, self.axis_name, name=f"bn_up{i}")(x))
+        x = _up_conv(self.channels, use_bias=True, name=f"up{n_up - 1}")(x)
+        return jnp.tanh(x)
+
+
+class DCGANEnergy(nn.Module):
+    """DCGAN discriminator as an energy: 4x4 stride-2 convs with LeakyReLU(0.2), no
+    normalisation, dense to a scalar.
+
+    Attributes:
+      image_size: input side S (32 or 64).
+      channels: input channels C.
+      width: channels of the first conv; each stride-2 conv doubles them.
+    """
+    image_size: int = 32
+    channels: int = 3
+    width: int = 64
+
+    def __post_init__(self):
+        _check(self)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool) -> Array:
+        """x (N, S, S, C) -> energies (N,) float32. `train` is unused (no state)."""
+        del train
+        common.check_images(type(self).__name__, x, self.image_size, self.channels)
+        for i in range(common.num_stages(self.image_size)):
+            x = nn.Conv(self.width * 2 ** i, (4, 4), strides=(2, 2), padding="SAME",
+                        kernel_init=_INIT, name=f"down{i}")(x)
+            x = nn.leaky_relu(x, 0.2)
+        x = nn.Dense(1, kernel_init=_INIT, name="out")(x.reshape(x.shape[0], -1))
+        return x[:, 0].astype(jnp.float32)
+
+
+class SNGANGenerator(nn.Module):
+    """SNGAN standard-CNN generator: dense to 4x4 x (width * S / 4), 4x4 stride-2 transposed
+    convs halving the channels (BatchNorm, ReLU), 3x3 conv to C, tanh.
+
+    Attributes:
+      image_size: output side S (32 or 64).
+      channels: output channels C.
+      width: channels at full resolution before the output conv (64 in the paper).
+      axis_name: device axis over which BatchNorm statistics are averaged (None: local batch).
+    """
+    image_size: int = 32
+    channels: int = 3
+    width: int = 64
+    axis_name: Optional[str] = None
+
+    def __post_init__(self):
+        _check(self)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, z: Array, *, train: bool) -> Array:
+        """z (N, latent_dim) -> images (N, S, S, C) in [-1, 1]."""
+        common.check_latent(type(self).__name__, z)
+        n_up = common.num_stages(self.image_size)
+        features = self.width * 2 ** n_up
+        x = nn.Dense(4 * 4 * features, use_bias=False, kernel_init=_INIT, name="dense")(z)
+        x = x.reshape(z.shape[0], 4, 4, features)
+        x = nn.relu(common.batch_norm(train, self.axis_name, name="bn_dense")(x))
+        for i in range(n_up):
+            features //= 2
+            x = _up_conv(features, use_bias=False, name=f"up{i}")(x)
+            x = nn.relu(common.batch_norm(train, self.axis_name, name=f"bn_up{i}")(x))
+        x = nn.Conv(self.channels, (3, 3), padding="SAME", kernel_init=_INIT, name="out")(x)
+        return jnp.tanh(x)
+
+
+class SNGANEnergy(nn.Module):
+    """SNGAN standard-CNN discriminator as an energy; every layer spectrally normalised.
+
+    Per stage: 3x3 conv (c), LeakyReLU(0.1), 4x4 stride-2 conv (c), LeakyReLU(0.1), with
+    c = width, 2 width, ...; then a 3x3 conv with twice the last c, LeakyReLU(0.1), dense to 1.
+    train=True runs one power iteration per layer and stores it ('batch_stats').
+
+    Attributes:
+      image_size: input side S (32 or 64).
+      channels: input channels C.
+      width: channels of the first stage (64 in the paper).
+    """
+    image_size: int = 32
+    channels: int = 3
+    width: int = 64
+
+    def __post_init__(self):
+        _check(self)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool) -> Array:
+        """x (N, S, S, C) -> energies (N,) float32."""
+        common.check_images(type(self).__name__, x, self.image_size, self.channels)
+
+        def sn_conv(h, features, kernel, stride, name):
+            conv = nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding="SAME",
+                           kernel_init=_INIT, name=name)
+            h = common.spectral_norm(conv, name=f"sn_{name}")(h, update_stats=train)
+            return nn.leaky_relu(h, 0.1)
+
+        n_down = common.num_stages(self.image_size)
+        for i in range(n_down):
+            features = self.width * 2 ** i
+            x = sn_conv(x, features, 3, 1, f"conv{i}")
+            x = sn_conv(x, features, 4, 2, f"down{i}")
+        x = sn_conv(x, self.width * 2 ** n_down, 3, 1, "conv_top")
+        dense = nn.Dense(1, kernel_init=_INIT, name="out")
+        x = common.spectral_norm(dense, name="sn_out")(x.reshape(x.shape[0], -1), update_stats=train)
+        return x[:, 0].astype(jnp.float32)

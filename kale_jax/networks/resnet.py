@@ -1,0 +1,165 @@
+"""SN-ResNet generator and energy of SNGAN (Miyato et al. 2018, Table 4, CIFAR-10 models).
+
+Shapes: latents z (N, latent_dim) -> images (N, S, S, C) in [-1, 1]; images (N, S, S, C) ->
+energies (N,) float32, NHWC, S = image_size in (32, 64).
+
+Generator: dense to 4x4 x w, residual up-blocks to S (BatchNorm, ReLU, nearest x2 upsampling,
+two 3x3 convs; shortcut: upsampling and a 1x1 conv), BatchNorm, ReLU, 3x3 conv to C, tanh.
+Energy: a first residual block (conv, ReLU, conv, 2x2 average pool; shortcut: pool, 1x1 conv),
+residual down-blocks to 8x8, two residual blocks at 8x8, ReLU, sum over positions, dense to 1.
+Every conv and dense of the energy is spectrally normalised; BatchNorm is generator-only.
+
+Channels: width w at every resolution up to 32x32 (the paper: generator w = 256, energy
+w = 128); at S = 64 the extra 64x64 stage has w / 2 channels, which keeps the cost of that stage
+equal to the 32x32 stage's instead of four times it.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from kale_jax.networks import common
+
+Array = jax.Array
+
+# SNGAN's ResNets use Glorot-uniform weights, scaled by sqrt(2) in the residual branches.
+_RESIDUAL_INIT = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
+_INIT = nn.initializers.xavier_uniform()
+
+
+def _channels(width: int, resolution: int) -> int:
+    """Channels of a stage working at resolution x resolution."""
+    return width if resolution <= 32 else max(1, width // 2)
+
+
+def _check(module: nn.Module) -> None:
+    owner = type(module).__name__
+    common.check_image_size(owner, module.image_size)
+    common.check_positive(owner, "channels", module.channels)
+    common.check_positive(owner, "width", module.width)
+
+
+def _conv(features: int, kernel: int, init, name: str) -> nn.Conv:
+    return nn.Conv(features, (kernel, kernel), padding="SAME", kernel_init=init, name=name)
+
+
+class GeneratorBlock(nn.Module):
+    """Residual up-block: (N, H, W, Cin) -> (N, 2H, 2W, features)."""
+    features: int
+    axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool) -> Array:
+        h = nn.relu(common.batch_norm(train, self.axis_name, name="bn1")(x))
+        h = _conv(self.features, 3, _RESIDUAL_INIT, "conv1")(common.upsample_nearest(h))
+        h = nn.relu(common.batch_norm(train, self.axis_name, name="bn2")(h))
+        h = _conv(self.features, 3, _RESIDUAL_INIT, "conv2")(h)
+        shortcut = _conv(self.features, 1, _INIT, "shortcut")(common.upsample_nearest(x))
+        return h + shortcut
+
+
+class EnergyBlock(nn.Module):
+    """Spectrally normalised residual block: (N, H, W, Cin) -> (N, H', W', features), with
+    H' = H / 2 when downsample. `first` is the input block (no ReLU before its first conv,
+    pooling before its shortcut conv)."""
+    features: int
+    downsample: bool
+    first: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool) -> Array:
+        def sn_conv(h, kernel, init, name):
+            conv = _conv(self.features, kernel, init, name)
+            return common.spectral_norm(conv, name=f"sn_{name}")(h, update_stats=train)
+
+        h = x if self.first else nn.relu(x)
+        h = sn_conv(h, 3, _RESIDUAL_INIT, "conv1")
+        h = sn_conv(nn.relu(h), 3, _RESIDUAL_INIT, "conv2")
+        if self.downsample:
+            h = common.downsample_mean(h)
+
+        if self.first:
+            shortcut = sn_conv(common.downsample_mean(x), 1, _INIT, "shortcut")
+        elif self.downsample or x.shape[-1] != self.features:
+            shortcut = sn_conv(x, 1, _INIT, "shortcut")
+            if self.downsample:
+                shortcut = common.downsample_mean(shortcut)
+        else:
+            shortcut = x
+        return h + shortcut
+
+
+class ResNetGenerator(nn.Module):
+    """SN-ResNet generator (SNGAN).
+
+    Attributes:
+      image_size: output side S (32 or 64).
+      channels: output channels C.
+      width: channels of the residual blocks (256 in the paper).
+      axis_name: device axis over which BatchNorm statistics are averaged (None: local batch).
+    """
+    image_size: int = 32
+    channels: int = 3
+    width: int = 256
+    axis_name: Optional[str] = None
+
+    def __post_init__(self):
+        _check(self)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, z: Array, *, train: bool) -> Array:
+        """z (N, latent_dim) -> images (N, S, S, C) in [-1, 1]."""
+        common.check_latent(type(self).__name__, z)
+        features = _channels(self.width, 4)
+        x = nn.Dense(4 * 4 * features, kernel_init=_INIT, name="dense")(z)
+        x = x.reshape(z.shape[0], 4, 4, features)
+        for i in range(common.num_stages(self.image_size)):
+            resolution = 8 * 2 ** i
+            x = GeneratorBlock(_channels(self.width, resolution), self.axis_name,
+                               name=f"block{i}")(x, train=train)
+        x = nn.relu(common.batch_norm(train, self.axis_name, name="bn_out")(x))
+        x = _conv(self.channels, 3, _INIT, "out")(x)
+        return jnp.tanh(x)
+
+
+class ResNetEnergy(nn.Module):
+    """SN-ResNet discriminator (SNGAN) as an energy; train=True runs one power iteration per
+    layer and stores it ('batch_stats').
+
+    Attributes:
+      image_size: input side S (32 or 64).
+      channels: input channels C.
+      width: channels of the residual blocks (128 in the paper).
+    """
+    image_size: int = 32
+    channels: int = 3
+    width: int = 128
+
+    def __post_init__(self):
+        _check(self)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool) -> Array:
+        """x (N, S, S, C) -> energies (N,) float32."""
+        common.check_images(type(self).__name__, x, self.image_size, self.channels)
+        resolution = self.image_size
+        x = EnergyBlock(_channels(self.width, resolution), downsample=True, first=True,
+                        name="block0")(x, train=train)
+        i = 1
+        while resolution > 16:  # down to 8x8
+            resolution //= 2
+            x = EnergyBlock(_channels(self.width, resolution), downsample=True,
+                            name=f"block{i}")(x, train=train)
+            i += 1
+        for _ in range(2):
+            x = EnergyBlock(self.width, downsample=False, name=f"block{i}")(x, train=train)
+            i += 1
+        x = jnp.sum(nn.relu(x), axis=(1, 2))
+        dense = nn.Dense(1, kernel_init=_INIT, name="out")
+        x = common.spectral_norm(dense, name="sn_out")(x, update_stats=train)
+        return x[:, 0].astype(jnp.float32)

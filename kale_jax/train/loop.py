@@ -1,0 +1,311 @@
+"""train_and_evaluate: the training run, from a config to checkpoints, metrics and pictures.
+
+Order of a run:
+  1. validate the config (before anything is built or compiled);
+  2. build networks, optimisers, the step functions and the device wrapper (Trainer);
+  3. resume from the latest checkpoint in WORKDIR/checkpoints, or start fresh: initialise the
+     networks and set A by streaming Monte Carlo over `train.a_init_batches` base batches;
+  4. iterate: before base step t, schedule.energy_steps_before(t) energy steps, then the base step
+     (one compiled energy step and one compiled base step, dispatched asynchronously);
+  5. every log_every steps: metrics.jsonl / TensorBoard and a progress line (rate, ETA), with a
+     finiteness check; every eval_every steps and at the end: evaluation (evaluate.py); every
+     checkpoint_every steps and at the end: an asynchronous checkpoint of finite parameters;
+  6. on SIGTERM (preemption): save at the next step boundary, wait for the save, return normally.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from kale_jax import checkpoint as checkpoint_lib
+from kale_jax import data
+from kale_jax.train import evaluate, models, optim, outputs, parallel, schedule, steps
+from kale_jax.train import state as state_lib
+from kale_jax.train.state import TrainState
+from kale_jax.train.validate import validate
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def step_spec(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> steps.StepSpec:
+    """The static description of the training steps for a config and dataset."""
+    generator, energy = models.build(config, info)
+    floor = config.model.energy_floor
+    return steps.StepSpec(
+        generator=generator, energy=energy, latent_dim=config.model.latent_dim,
+        global_batch_size=config.train.batch_size, criterion=config.train.criterion,
+        penalty=config.train.penalty, penalty_weight=float(config.train.penalty_weight),
+        energy_floor=None if floor is None else float(floor),
+        energy_optim=optim.energy_spec(config), base_optim=optim.base_spec(config))
+
+
+# Compiled functions are cached by (wrapper, devices, step spec, static count): equal configs share
+# them, so a second run in the same process (a resume, a notebook) does not recompile.
+@functools.lru_cache(maxsize=None)
+def _wrapped_step(kind: str, devices: tuple, spec: steps.StepSpec, which: str) -> Callable:
+    step = {"energy": steps.energy_step, "base": steps.base_step}[which]
+    return parallel.DataParallel(kind, devices).wrap(functools.partial(step, spec),
+                                                     batch_axes=(0,))
+
+
+@functools.lru_cache(maxsize=None)
+def _wrapped_init_log_partition(kind: str, devices: tuple, spec: steps.StepSpec,
+                                num_batches: int) -> Callable:
+    return parallel.DataParallel(kind, devices).wrap(
+        functools.partial(steps.init_log_partition, spec, num_batches))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _fresh_state(spec: steps.StepSpec, data_shape: tuple, seed: jax.Array) -> TrainState:
+    """Initialised networks and optimisers (one copy), A = 0, from the run's seed."""
+    key_generator, key_energy, key_run = jax.random.split(jax.random.PRNGKey(seed), 3)
+    z = jnp.zeros((1, spec.latent_dim), jnp.float32)
+    x = jnp.zeros((1,) + data_shape, jnp.float32)
+    return state_lib.create(
+        generator_variables=spec.generator.init(key_generator, z, train=False),
+        energy_variables=spec.energy.init(key_energy, x, train=False),
+        energy_tx=spec.energy_tx, base_tx=spec.base_tx, key=key_run)
+
+
+class Trainer:
+    """The compiled pieces of a run for one config and one device set.
+
+    Args:
+      config: the full training config (validated here, before anything is compiled).
+      devices: devices to train on (default: all).
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict,
+                 devices: Optional[Sequence[Any]] = None):
+        self.parallel = parallel.DataParallel(config.parallel, devices)
+        validate(config, self.parallel.num_devices)
+        self.config = config
+        self.info = data.get_info(config.data)
+        self.spec = step_spec(config, self.info)
+        self._cache_key = (config.parallel, tuple(self.parallel.devices), self.spec)
+
+    # ------------------------------------------------------------------------------ the state
+    def init_state(self) -> TrainState:
+        """A fresh replicated state with A set by Monte Carlo over a_init_batches base batches."""
+        fresh = _fresh_state(self.spec, tuple(self.info.shape), self.config.seed)
+        init_a = _wrapped_init_log_partition(*self._cache_key, self.config.train.a_init_batches)
+        return init_a(self.parallel.replicate(fresh))
+
+    def abstract_state(self) -> TrainState:
+        """Shapes, dtypes and restore shardings of one copy of the state (for checkpoints)."""
+        sharding = self.parallel.state_sharding
+        return jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+            jax.eval_shape(_fresh_state, self.spec, tuple(self.info.shape), self.config.seed))
+
+    # ------------------------------------------------------------------------------- training
+    def energy_step_fn(self) -> Callable:
+        """The compiled energy step: (state, sharded batch) -> (state, metrics)."""
+        return _wrapped_step(*self._cache_key, "energy")
+
+    def base_step_fn(self) -> Callable:
+        """The compiled base step: (state, sharded batch) -> (state, metrics)."""
+        return _wrapped_step(*self._cache_key, "base")
+
+    def run_iteration(self, state: TrainState, base_step: int, batches) -> tuple:
+        """schedule.energy_steps_before(base_step) energy steps, then base step `base_step`.
+
+        One compiled energy step and one compiled base step serve every iteration (the count of
+        energy steps is a host loop, so warm-up rounds need no second compilation). Calls are
+        dispatched asynchronously: the host prepares the next batches while the devices compute,
+        and only waits when metrics are read.
+
+        Args:
+          state: replicated state whose base_step is `base_step` (donated).
+          base_step: the coming base step (host int; picks the schedule).
+          batches: iterator of this host's data batches, one per energy step; the base step
+            reuses the last one (its data term does not depend on the generator and only enters
+            the reported loss).
+        Returns:
+          (new replicated state, metrics in the device layout: the last energy step's and the
+          base step's).
+        """
+        energy_step, base_step_fn = self.energy_step_fn(), self.base_step_fn()
+        for _ in range(schedule.energy_steps_before(base_step, self.config)):
+            x = self.parallel.shard_batch(next(batches))
+            state, energy_metrics = energy_step(state, x)
+        state, base_metrics = base_step_fn(state, x)
+        return state, {**energy_metrics, **base_metrics}
+
+    def host_metrics(self, metrics: Any) -> Dict[str, float]:
+        """Device metrics -> {name: float} (blocks until they are computed)."""
+        one = self.parallel.unreplicate(metrics)
+        return {k: float(v) for k, v in jax.device_get(one).items()}
+
+
+class _StopFlag:
+    """Set by SIGTERM (preemption notice); the loop saves and returns at the next step boundary."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        del frame
+        logging.warning("Received signal %d: saving a checkpoint and stopping at the next step "
+                        "boundary.", signum)
+        self.requested = True
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
+def _metadata(config: ml_collections.ConfigDict, config_source: Optional[str]) -> Dict[str, Any]:
+    return {"config": json.loads(config.to_json_best_effort()),
+            "config_source": config_source or "",
+            "format": "kale_jax.train.TrainState"}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       config_source: Optional[str] = None,
+                       devices: Optional[Sequence[Any]] = None) -> TrainState:
+    """Trains a GEBM with KALE (or a GAN baseline) and evaluates it; resumes from `workdir`.
+
+    Args:
+      config: the full config (configs/default.py documents every key).
+      workdir: output directory: checkpoints/, metrics.jsonl, TensorBoard events, samples/,
+        config.json. A run pointed at a workdir with checkpoints continues from the latest one.
+      config_source: how the config was given (e.g. "configs/default.py" plus command-line
+        overrides), recorded in the checkpoint metadata next to the full config.
+      devices: devices to train on (default: all devices).
+    Returns:
+      the final state, one copy (see DataParallel.unreplicate).
+    Raises:
+      ValueError: bad config (before any compilation).
+      FloatingPointError: a logged loss or the parameters became non-finite; the message names the
+        step and the last good checkpoint.
+    """
+    trainer = Trainer(config, devices)
+    num_steps = config.train.num_steps
+    is_lead = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    if is_lead:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+    checkpoints = checkpoint_lib.Checkpoints(
+        os.path.join(workdir, CHECKPOINT_DIR), keep=config.train.keep_checkpoints,
+        metadata=_metadata(config, config_source))
+    writer = outputs.MetricWriter(workdir, tensorboard=config.train.get("tensorboard", True),
+                                  enabled=is_lead)
+
+    latest = checkpoints.latest_step()
+    if latest is None:
+        logging.info("Starting a fresh run in %s (no checkpoint found); %d base steps on %d "
+                     "device(s) with %s.", workdir, num_steps, trainer.parallel.num_devices,
+                     config.parallel)
+        state = trainer.init_state()
+    else:
+        logging.info("Resuming from step %d (checkpoint in %s); %d base steps on %d device(s) "
+                     "with %s.", latest, checkpoints.directory, num_steps,
+                     trainer.parallel.num_devices, config.parallel)
+        state = trainer.parallel.replicate(
+            checkpoints.restore(latest, target=trainer.abstract_state()))
+        writer.truncate_after(latest)
+    one = trainer.parallel.unreplicate(state)
+    base_step, energy_step = int(one.base_step), int(one.energy_step)
+    if energy_step != schedule.energy_steps_until(base_step, config):
+        raise ValueError(f"checkpoint at base step {base_step} has taken {energy_step} energy "
+                         f"steps but the config's schedule (train.n_critic, n_critic_warmup, "
+                         f"warmup_every) gives {schedule.energy_steps_until(base_step, config)}")
+    last_good = latest
+
+    batches = data.train_batches(config.data, batch_size=config.train.batch_size, seed=config.seed,
+                                 start_step=energy_step, process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+    evaluator = evaluate.Evaluator(config, trainer.spec, trainer.info, workdir,
+                                   write_pictures=is_lead)
+    progress = outputs.Progress(base_step, num_steps)
+    stop = _StopFlag()
+    stop.install()
+
+    def save(step: int, state: TrainState) -> None:
+        nonlocal last_good
+        one = trainer.parallel.unreplicate(state)
+        if not checkpoint_lib.all_finite(one):
+            raise FloatingPointError(
+                f"non-finite parameters at base step {step}; not saved. Last good checkpoint: "
+                f"{_describe(last_good, checkpoints.directory)}")
+        if checkpoints.save(step, one):
+            logging.info("Saved checkpoint at step %d.", step)
+        last_good = step
+
+    def evaluate_now(step: int) -> Dict[str, float]:
+        started = time.monotonic()
+        results = evaluator(trainer.parallel.local_copy(state), step)
+        results["eval_seconds"] = time.monotonic() - started
+        logging.info("eval at step %d: %s", step,
+                     " ".join(f"{k}={v:.4g}" for k, v in results.items()))
+        writer.write(step, results)
+        writer.flush()
+        return results
+
+    results = None
+    try:
+        while base_step < num_steps:
+            state, step_metrics = trainer.run_iteration(state, base_step, batches)
+            base_step += 1
+            if stop.requested:
+                break  # save below at once: preemption leaves little time for evaluation
+            if base_step % config.train.log_every == 0 or base_step == num_steps:
+                scalars = trainer.host_metrics(step_metrics)
+                bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
+                if bad:
+                    raise FloatingPointError(
+                        f"non-finite {bad} at base step {base_step}: "
+                        f"{ {k: scalars[k] for k in bad} }. Last good checkpoint: "
+                        f"{_describe(last_good, checkpoints.directory)}")
+                text, rate = progress.line(base_step, scalars)
+                logging.info(text)
+                scalars["steps_per_sec"] = rate
+                writer.write(base_step, scalars)
+            if base_step % config.train.eval_every == 0 or base_step == num_steps:
+                results = evaluate_now(base_step)
+            if base_step % config.train.checkpoint_every == 0 or base_step == num_steps:
+                save(base_step, state)
+        if stop.requested:
+            save(base_step, state)
+            checkpoints.wait()
+            logging.warning("Stopped by signal at step %d after saving a checkpoint; rerun with "
+                            "the same workdir to resume.", base_step)
+        else:
+            if results is None and not _has_final_eval(workdir, num_steps):
+                results = evaluate_now(num_steps)  # resumed a run stopped before its last eval
+            logging.info("Finished %d base steps. Final metrics: %s", num_steps,
+                         " ".join(f"{k}={v:.4g}" for k, v in (results or {}).items()))
+    finally:
+        stop.uninstall()
+        checkpoints.close()
+        writer.close()
+    return trainer.parallel.unreplicate(state)
+
+
+def _has_final_eval(workdir: str, step: int) -> bool:
+    path = os.path.join(workdir, outputs.METRICS_FILE)
+    return os.path.exists(path) and any(
+        r["step"] == step and "kale_heldout" in r for r in outputs.read_metrics(workdir))
+
+
+def _describe(step: Optional[int], directory: str) -> str:
+    return "none" if step is None else f"step {step} in {directory}"

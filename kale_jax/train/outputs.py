@@ -1,0 +1,218 @@
+"""What a run writes to its workdir: metrics (JSON lines + TensorBoard), progress lines, pictures.
+
+* WORKDIR/metrics.jsonl: one JSON object per line, each with an integer 'step' (base steps) and
+  float metrics.
+* TensorBoard event files in WORKDIR (tf.summary scalars, same names as metrics.jsonl). TensorFlow
+  is imported lazily, only when a writer is opened, and is hidden from GPUs/TPUs so it never takes
+  accelerator memory from JAX.
+* WORKDIR/samples/*.png: image grids (image data) or scatter plots (2-D / 3-D vector data), drawn
+  with matplotlib's Agg backend (no display needed).
+
+Nothing is written at import.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Dict, Mapping, Optional, Sequence
+
+import numpy as np
+
+METRICS_FILE = "metrics.jsonl"
+SAMPLES_DIR = "samples"
+
+
+class MetricWriter:
+    """Appends metrics to WORKDIR/metrics.jsonl and (optionally) TensorBoard.
+
+    Only process 0 writes (multi-host runs call it on every host; others do nothing).
+    """
+
+    def __init__(self, workdir: str, *, tensorboard: bool = True, enabled: bool = True):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, METRICS_FILE)
+        self._summary_writer = None
+        if enabled:
+            os.makedirs(workdir, exist_ok=True)
+            if tensorboard:
+                self._summary_writer = _tensorboard_writer(workdir)
+
+    def truncate_after(self, step: int) -> None:
+        """Drops lines with step > `step` (left by a run that stopped after its last checkpoint),
+        so a resumed run's metrics.jsonl reads as one uninterrupted run."""
+        if not self.enabled or not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            lines = [line for line in f if line.strip()]
+        kept = [line for line in lines if json.loads(line)["step"] <= step]
+        if len(kept) != len(lines):
+            with open(self.path, "w") as f:
+                f.writelines(kept)
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Writes one record {'step': step, **metrics} (values converted to float)."""
+        if not self.enabled:
+            return
+        record = {"step": int(step)}
+        record.update({k: _to_json(v) for k, v in metrics.items()})
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._summary_writer is not None:
+            writer, scalar = self._summary_writer
+            with writer.as_default(step=int(step)):
+                for name, value in record.items():
+                    if name != "step" and isinstance(value, (int, float)):
+                        scalar(name, value)
+
+    def flush(self) -> None:
+        if self._summary_writer is not None:
+            self._summary_writer[0].flush()
+
+    def close(self) -> None:
+        if self._summary_writer is not None:
+            self._summary_writer[0].close()
+            self._summary_writer = None
+
+
+def _to_json(value):
+    value = np.asarray(value)
+    if value.ndim == 0:
+        value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)  # JSON has no NaN/inf; keep the line parseable
+        return value
+    return value.tolist()
+
+
+def _tensorboard_writer(workdir: str):
+    """(tf.summary file writer, scalar(name, value) writing one TensorBoard scalar).
+
+    Scalars are written with tf.summary.write and the 'scalars' plugin metadata, which is what
+    tf.summary.scalar does, without needing the `tensorboard` package (not a dependency here).
+    """
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
+    for kind in ("GPU", "TPU"):
+        try:
+            tf.config.set_visible_devices([], kind)
+        except (RuntimeError, ValueError):  # already initialised, or no such device type
+            pass
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+
+    def scalar(name: str, value: float) -> None:
+        tf.summary.write(name, tf.constant(value, tf.float32), metadata=metadata)
+
+    return tf.summary.create_file_writer(workdir), scalar
+
+
+def read_metrics(workdir: str) -> list:
+    """All records of WORKDIR/metrics.jsonl, in order."""
+    with open(os.path.join(workdir, METRICS_FILE)) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class Progress:
+    """Formats the progress line: step, rate (steps/s since the last line) and ETA."""
+
+    def __init__(self, start_step: int, num_steps: int):
+        self.num_steps = num_steps
+        self._last_step = start_step
+        self._last_time = time.monotonic()
+
+    def line(self, step: int, metrics: Mapping[str, float]) -> tuple:
+        """Returns (text, steps_per_second) and restarts the rate clock at `step`."""
+        now = time.monotonic()
+        rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+        self._last_step, self._last_time = step, now
+        eta = (self.num_steps - step) / rate if rate > 0 else float("inf")
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+        text = (f"step {step}/{self.num_steps} ({100.0 * step / self.num_steps:.1f}%) "
+                f"{rate:.2f} steps/s ETA {_duration(eta)} | {shown}")
+        return text, rate
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+# ---------------------------------------------------------------------------------- pictures
+def image_grid(images: np.ndarray, columns: Optional[int] = None) -> np.ndarray:
+    """Tiles images (N, H, W, C) in [-1, 1] into one uint8 picture (rows*H, columns*W, C).
+
+    Missing cells of the last row are black; values are clipped to [-1, 1].
+    """
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (N, H, W, C), got {images.shape}")
+    n, h, w, c = images.shape
+    columns = columns or int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / columns))
+    grid = np.zeros((rows * h, columns * w, c), np.float32)
+    for i, image in enumerate(images):
+        r, col = divmod(i, columns)
+        grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = image
+    return np.round((np.clip(grid, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+
+
+def save_image_grid(path: str, images: np.ndarray, columns: Optional[int] = None) -> None:
+    """Writes image_grid(images) as a PNG (grey for one channel)."""
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    grid = image_grid(images, columns)
+    if grid.shape[-1] == 1:
+        grid = grid[..., 0]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    Image.fromarray(grid).save(path)
+
+
+def save_scatter(path: str, point_sets: Mapping[str, np.ndarray], title: str = "",
+                 limits: Optional[Sequence[float]] = None) -> None:
+    """Scatter plots of 2-D or 3-D point sets side by side (one panel per set), as a PNG.
+
+    Args:
+      path: output file.
+      point_sets: name -> (N, D) points, D in (2, 3); all panels share axis limits.
+      title: figure title.
+      limits: (low, high) for every axis; default from the data (non-finite points ignored).
+    """
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    sets = {k: np.asarray(v, np.float64) for k, v in point_sets.items()}
+    dims = {v.shape[1] for v in sets.values()}
+    if len(dims) != 1 or not dims <= {2, 3}:
+        raise ValueError(f"point sets must all be (N, 2) or all (N, 3), got "
+                         f"{[v.shape for v in sets.values()]}")
+    dim = dims.pop()
+    if limits is None:
+        finite = np.concatenate([v[np.all(np.isfinite(v), axis=1)] for v in sets.values()])
+        low, high = (np.percentile(finite, 0.5), np.percentile(finite, 99.5)) if len(finite) \
+            else (-1.0, 1.0)
+        pad = 0.1 * (high - low + 1e-6)
+        limits = (low - pad, high + pad)
+    fig = plt.figure(figsize=(4 * len(sets), 4))
+    for i, (name, points) in enumerate(sets.items()):
+        if dim == 3:
+            ax = fig.add_subplot(1, len(sets), i + 1, projection="3d")
+            ax.scatter(points[:, 0], points[:, 1], points[:, 2], s=2, alpha=0.5)
+            ax.set_zlim(*limits)
+        else:
+            ax = fig.add_subplot(1, len(sets), i + 1)
+            ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5)
+            ax.set_aspect("equal")
+        ax.set_xlim(*limits)
+        ax.set_ylim(*limits)
+        ax.set_title(name)
+    if title:
+        fig.suptitle(title)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -1,0 +1,123 @@
+"""Tests for kale_jax.data.toys: centres, the mixture sampler and mode statistics."""
+import itertools
+import math
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from kale_jax.data import toys
+
+# P(|N(0, s^2 I_2)| <= 3 s) = P(chi^2_2 <= 9) = 1 - exp(-9/2).
+SHARE_WITHIN_3STD_2D = 1.0 - math.exp(-4.5)
+
+
+def config(**kwargs):
+    return ml_collections.ConfigDict(dict(data_dir=None, **kwargs))
+
+
+def test_ring_centres():
+    centres = toys.ring_centres(3.0)
+    assert centres.shape == (8, 2)
+    np.testing.assert_allclose(np.linalg.norm(centres, axis=1), 3.0, rtol=1e-6)
+    angles = np.mod(np.arctan2(centres[:, 1], centres[:, 0]), 2 * np.pi)
+    np.testing.assert_allclose(np.sort(angles), 2 * np.pi * np.arange(8) / 8, atol=1e-6)
+
+
+def test_grid_centres():
+    centres = toys.grid_centres()
+    assert centres.shape == (25, 2)
+    expected = set(itertools.product((-2.0, -1.0, 0.0, 1.0, 2.0), repeat=2))
+    assert {tuple(map(float, c)) for c in centres} == expected
+
+
+def test_modes_reads_config_and_defaults():
+    centres, std = toys.modes(config(name="ring"))
+    np.testing.assert_allclose(centres, toys.ring_centres(2.0))
+    assert std == 0.02
+    centres, std = toys.modes(config(name="ring", radius=5.0, std=0.3))
+    np.testing.assert_allclose(np.linalg.norm(centres, axis=1), 5.0, rtol=1e-6)
+    assert std == 0.3
+    centres, std = toys.modes(config(name="grid"))
+    assert centres.shape == (25, 2) and std == 0.05
+
+
+@pytest.mark.parametrize("key,value", [("std", -0.1), ("std", 0.0), ("radius", float("nan")),
+                                       ("radius", "big")])
+def test_modes_rejects_bad_values(key, value):
+    with pytest.raises(ValueError, match=f"data.{key}"):
+        toys.modes(config(name="ring", **{key: value}))
+
+
+def test_modes_rejects_other_names():
+    with pytest.raises(ValueError, match="ring"):
+        toys.modes(config(name="digits"))
+
+
+@pytest.mark.parametrize("name", ["ring", "grid"])
+def test_sampler_matches_mixture(name):
+    """Mode frequencies are uniform and within-mode deviations have variance std^2.
+
+    Modes are >= 0.76 apart (ring: 2 * 2 * sin(pi/8)), over 15 std, so the nearest centre is
+    the component that drew the sample. Frequencies: each count is Binomial(N, 1/K), tolerance
+    4.5 standard deviations (25 counts). Variance: the mean of the 2N squared coordinates of the
+    residuals estimates std^2 with relative standard error sqrt(2 / (2N)); tolerance 4.5 of them.
+    """
+    num_samples = 20_000
+    centres, std = toys.modes(config(name=name))
+    samples = np.asarray(toys.sampler(config(name=name))(jax.random.key(0), num_samples))
+    assert samples.shape == (num_samples, 2) and samples.dtype == np.float32
+    distances = np.linalg.norm(samples[:, None] - centres[None], axis=-1)
+    nearest = np.argmin(distances, axis=1)
+    counts = np.bincount(nearest, minlength=len(centres))
+    p = 1.0 / len(centres)
+    np.testing.assert_array_less(np.abs(counts - num_samples * p),
+                                 4.5 * math.sqrt(num_samples * p * (1 - p)))
+    residuals = samples - centres[nearest]
+    variance = np.mean(residuals**2)
+    assert abs(variance / std**2 - 1.0) < 4.5 * math.sqrt(1.0 / num_samples)
+    np.testing.assert_allclose(residuals.mean(axis=0), 0.0, atol=4.5 * std / math.sqrt(num_samples))
+
+
+def test_mode_statistics_on_exact_samples():
+    """Exact samples: share within 3 std is 1 - exp(-4.5) (binomial tolerance, 4 std); all 25
+    modes covered."""
+    num_samples = 20_000
+    centres, std = toys.modes(config(name="grid"))
+    samples = toys.sampler(config(name="grid"))(jax.random.key(1), num_samples)
+    stats = toys.mode_statistics(samples, centres, std)
+    p = SHARE_WITHIN_3STD_2D
+    assert abs(stats["share_within_3std"] - p) < 4 * math.sqrt(p * (1 - p) / num_samples)
+    assert stats["modes_covered"] == 25
+
+
+def test_mode_statistics_counts_only_near_samples():
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    std = 0.5
+    samples = np.array([
+        [2.9 * std, 0.0],  # within 3 std of mode 0
+        [0.0, 3.1 * std],  # outside every mode's 3 std
+        [10.0, 1.0],  # within 3 std of mode 1
+        [10.0, -1.0],  # within 3 std of mode 1
+        [5.0, 5.0],  # far from all
+    ])
+    stats = toys.mode_statistics(samples, centres, std)
+    assert stats == dict(share_within_3std=3 / 5, modes_covered=2)
+    # With two high-quality samples needed per mode, only mode 1 counts.
+    assert toys.mode_statistics(samples, centres, std, min_count=2)["modes_covered"] == 1
+    # Collapsed samples cover one mode; non-finite samples are never high quality.
+    collapsed = np.array([[10.0, 0.0], [10.1, 0.0], [np.nan, 0.0], [np.inf, 1.0]])
+    assert toys.mode_statistics(collapsed, centres, std) == dict(share_within_3std=0.5,
+                                                                 modes_covered=1)
+
+
+@pytest.mark.parametrize("samples,centres,std,min_count", [
+    (np.zeros((3, 3)), np.zeros((2, 2)), 1.0, 1),
+    (np.zeros((0, 2)), np.zeros((2, 2)), 1.0, 1),
+    (np.zeros((3, 2)), np.zeros((2, 2)), 0.0, 1),
+    (np.zeros((3, 2)), np.zeros((2, 2)), 1.0, 0),
+])
+def test_mode_statistics_rejects_bad_input(samples, centres, std, min_count):
+    with pytest.raises(ValueError):
+        toys.mode_statistics(samples, centres, std, min_count)
