@@ -51,15 +51,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.generator = "mlp"
     config.model.energy = "mlp"
     config.model.latent_dim = 3
+    # A deliberately small base (one hidden layer of 16 units) and a larger energy: the base
+    # gets the support roughly right but cannot match the density on it, and the energy supplies
+    # the correction, the division of labour a GEBM is built for.
     config.model.generator_kwargs = ml_collections.ConfigDict(
-        dict(hidden=128, depth=3, activation="relu"))
+        dict(hidden=16, depth=1, activation="relu", batch_norm=False))
     config.model.energy_kwargs = ml_collections.ConfigDict(
         dict(hidden=128, depth=3, activation="leaky_relu"))
     config.model.energy_floor = config_dict.placeholder(float)  # None: no floor
 
     config.train = ml_collections.ConfigDict()
-    config.train.num_steps = 3000
-    config.train.batch_size = 256
+    config.train.num_steps = 1000
+    config.train.batch_size = 128
     config.train.n_critic = 5
     config.train.n_critic_warmup = 100
     config.train.warmup_every = 500
@@ -69,7 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.soft_clip = False
     config.train.a_init_batches = 50
     config.train.log_every = 100
-    config.train.eval_every = 1000
+    config.train.eval_every = 500
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 3
     config.train.tensorboard = True
@@ -82,10 +85,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.sampler = ml_collections.ConfigDict()
     config.sampler.kernel = "mala"
-    config.sampler.num_steps = 500
+    config.sampler.num_steps = 300
     config.sampler.step_size = 0.05
     config.sampler.beta = 1.0
-    config.sampler.num_adaptation_steps = 200
+    config.sampler.num_adaptation_steps = 100
     config.sampler.target_acceptance = config_dict.placeholder(float)
     config.sampler.num_leapfrog_steps = config_dict.placeholder(int)
     config.sampler.friction = config_dict.placeholder(float)

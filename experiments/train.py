@@ -1,16 +1,21 @@
 r"""Trains a GEBM with KALE: python -m experiments.train --config=configs/default.py --workdir=DIR
 
 Config keys can be overridden on the command line (--config.train.num_steps=10). A workdir that
-holds checkpoints is resumed from its latest one. On a multi-host TPU pod pass --distributed so
-every host joins the job (jax.distributed.initialize) before any device is used.
+holds checkpoints is resumed from its latest one; SIGTERM (e.g. TPU preemption) saves a checkpoint
+and exits with status 0. On a multi-host pod run the same command on every host: the job is joined
+with jax.distributed.initialize() before any device is used (--distributed=auto tries it and runs
+as a single process when no cluster is detected).
 """
+import logging as std_logging
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, TensorBoard and samples.")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host pods).")
+flags.DEFINE_enum("distributed", "auto", ["auto", "yes", "no"],
+                  "jax.distributed.initialize(): 'auto' when a cluster is detected, 'yes' always "
+                  "(errors if it fails), 'no' never.")
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
                                 lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
@@ -27,16 +32,26 @@ class _QuietOrbax:
     """Drops orbax's INFO chatter (a dozen lines per save) from the log; its warnings stay."""
 
     def filter(self, record) -> bool:
-        return record.levelno > logging.converter.STANDARD_INFO or "orbax" not in record.pathname
+        return record.levelno > std_logging.INFO or "orbax" not in record.pathname
+
+
+def _initialize_distributed(jax) -> None:
+    if FLAGS.distributed == "no":
+        return
+    try:
+        jax.distributed.initialize()
+    except ValueError as error:  # raised at once when no cluster environment is detected
+        if FLAGS.distributed == "yes":
+            raise
+        logging.info("Single-process run (no cluster detected: %s).", error)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietOrbax())
-    import jax  # pylint: disable=g-import-not-at-top  (after flags, so XLA flags apply)
-    if FLAGS.distributed:
-        jax.distributed.initialize()
+    import jax  # pylint: disable=g-import-not-at-top
+    _initialize_distributed(jax)
     from kale_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
     logging.info("JAX process %d/%d, %d local / %d global devices", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())

@@ -60,7 +60,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.extend.random import threefry_2x32
 
 Array = jax.Array
 PotentialFn = Callable[[Array], Array]
@@ -195,8 +194,43 @@ def _is_threefry(keys: Array) -> bool:
     return str(jax.random.key_impl(keys)) == 'threefry2x32'
 
 
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _rotate_left(x: Array, r: int) -> Array:
+    return lax.shift_left(x, np.uint32(r)) | lax.shift_right_logical(x, np.uint32(32 - r))
+
+
+def threefry2x32(key_data: Array, x0: Array, x1: Array) -> tuple[Array, Array]:
+    """The Threefry-2x32 block cipher (20 rounds; Salmon et al. 2011) in plain jnp ops.
+
+    Same function as `jax.extend.random.threefry_2x32` (and so as jax's threefry keys), written
+    out because jax's CPU lowering of it takes ~1.5 s of LLVM time to compile on our 2-core
+    machines, against ~0.2 s for these element-wise ops, and most of a small sampler's compile
+    time was that. (As a side effect it keeps shard_map's device-varying types, which jax 0.10's
+    primitive drops.)
+
+    Args:
+      key_data: (..., 2) uint32 key words; x0, x1: uint32 counter words, broadcast against
+        key_data[..., 0].
+    Returns:
+      The two uint32 output words, broadcast shape.
+    """
+    k0, k1 = key_data[..., 0], key_data[..., 1]
+    schedule = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
+    x0 = x0 + k0
+    x1 = x1 + k1
+    for i in range(5):
+        for r in _THREEFRY_ROTATIONS[i % 2]:
+            x0 = x0 + x1
+            x1 = _rotate_left(x1, r) ^ x0
+        x0 = x0 + schedule[(i + 1) % 3]
+        x1 = x1 + schedule[(i + 2) % 3] + np.uint32(i + 1)
+    return x0, x1
+
+
 def _unit_float32(bits: Array) -> Array:
-    """uint32 bits -> float32 uniform in [0, 1) from the top 23 bits (mantissa trick)."""
+    """uint32 bits -> float32 uniform in [0, 1) from the top 23 bits (exponent-fill trick)."""
     mantissa = lax.shift_right_logical(bits, np.uint32(9)) | np.uint32(0x3F800000)
     return lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0
 
@@ -212,10 +246,9 @@ def draw_noise(keys: Array, step_index: Array, like: Array) -> tuple[Array, Arra
     Returns:
       normal (chains, ...) standard normal and uniform (chains,) in (0, 1), same dtype as `like`.
 
-    For threefry keys and float32 (the default) the stream of chain c at step t is the threefry
-    block cipher of chain c's key applied to the counters (t, 0), (t, 1), ...: one hash per
-    random word and a single random-bits call per step, which matters because threefry dominates
-    compile time for small potentials. Other key types or dtypes use
+    For threefry keys and float32 (the default) the stream of chain c at step t is the Threefry
+    cipher under chain c's key of the counter blocks (t, 0), (t, 1), ... (counter-based, like
+    jax.random itself), computed by `threefry2x32`. Other key types or dtypes use
     `jax.random.uniform(fold_in(key, t), ...)`. Normals are sqrt(2) erfinv(v) for v uniform in
     (-1, 1), as in jax.random.normal.
     """
@@ -228,10 +261,10 @@ def draw_noise(keys: Array, step_index: Array, like: Array) -> tuple[Array, Arra
         step_index = np.uint32(step_index)
     step_index = jnp.asarray(step_index).astype(jnp.uint32)
     if _is_threefry(keys) and dtype == jnp.float32:
-        half = (size + 2) // 2  # blocks of two words: size + 1 words needed
-        counters = jnp.concatenate([jnp.full((half,), step_index, jnp.uint32),
-                                    jnp.arange(half, dtype=jnp.uint32)])
-        bits = jax.vmap(lambda k: threefry_2x32(k, counters))(jax.random.key_data(keys))
+        # Blocks (t, j), j = 0, 1, ..., each giving two words; size + 1 words are needed.
+        blocks = jnp.arange((size + 2) // 2, dtype=jnp.uint32)
+        key_data = jax.random.key_data(keys)[:, None, :]                  # (chains, 1, 2)
+        bits = jnp.concatenate(threefry2x32(key_data, step_index, blocks), axis=1)
         unit = _unit_float32(bits[:, :size + 1])                     # [0, 1)
     else:
         unit = jax.vmap(lambda k: jax.random.uniform(

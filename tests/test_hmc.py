@@ -434,6 +434,15 @@ def test_nonfinite_proposals_are_rejected_and_counted(kernel, potential):
 # ------------------------------------------------------------------------------------------------
 
 
+def test_threefry2x32_matches_jax():
+    from jax.extend.random import threefry_2x32
+    key_data = jax.random.key_data(hmc.chain_keys(jax.random.key(23), 8))
+    counters = jnp.arange(2 * 5, dtype=jnp.uint32) * np.uint32(2654435761)  # spread-out words
+    expected = jax.vmap(lambda k: threefry_2x32(k, counters))(key_data)
+    ours = jnp.concatenate(hmc.threefry2x32(key_data[:, None, :], counters[:5], counters[5:]), 1)
+    np.testing.assert_array_equal(ours, expected)
+
+
 @pytest.mark.parametrize('impl', ['threefry2x32', 'rbg'])
 def test_draw_noise_is_standard_and_fresh_every_step(impl):
     # threefry uses the direct counter path, rbg the generic fold_in path.

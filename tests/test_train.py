@@ -3,6 +3,7 @@
 conftest.py forces 4 CPU devices. Networks are tiny (configs/test.py) to keep compile time low.
 """
 import os
+import re
 
 import jax
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from configs import default as default_config
 from configs import test as test_config
 from kale_jax import data
-from kale_jax.train import Trainer, TrainState, outputs, schedule, train_and_evaluate
+from kale_jax.train import Trainer, TrainState, optim, outputs, schedule, train_and_evaluate
 
 
 # ------------------------------------------------------------------------------------ schedule
@@ -117,3 +118,87 @@ def test_exact_resume(tmp_path):
     final = [r for r in records if "mmd_gebm" in r][-1]
     assert final["step"] == 2 * n and np.isfinite(final["mmd_base"])
     assert os.path.isdir(tmp_path / "resumed" / "checkpoints" / str(2 * n))
+
+
+def test_non_finite_training_stops_without_saving(tmp_path):
+    """Data of scale 1e38 overflows the energies to inf/NaN in the first steps (same compiled
+    steps as the other tests: only the data changes). The run must stop with a message naming
+    the step and the last good checkpoint, and leave no checkpoint of the bad state."""
+    config = _config(6)
+    config.data.std = 1e38
+    with pytest.raises(FloatingPointError,
+                       match=r"non-finite .* at base step 2.*Last good checkpoint: none"):
+        train_and_evaluate(config, str(tmp_path / "at_log"))  # log_every = 2: the loss check
+    config.train.log_every = 1000  # now the parameter check before the save at step 2 fires
+    with pytest.raises(FloatingPointError,
+                       match=r"non-finite parameters at base step 2; not saved.*none"):
+        train_and_evaluate(config, str(tmp_path / "at_save"))
+    for run in ("at_log", "at_save"):
+        assert not [d for d in os.listdir(tmp_path / run / "checkpoints") if d.isdigit()]
+
+
+def test_gan_baseline_trains_the_energy_network_and_leaves_a_alone():
+    """criterion 'logistic' uses the same networks; A gets no gradient, so Adam leaves it as the
+    Monte-Carlo initialisation set it (bit for bit), while the energy's parameters move."""
+    config = test_config.get_config()
+    config.train.criterion = "logistic"
+    config.train.penalty = "none"
+    trainer = Trainer(config, jax.devices()[:1])
+    state = trainer.init_state()
+    initial = jax.device_get(trainer.parallel.local_copy(state))
+    batches = data.train_batches(config.data, batch_size=config.train.batch_size,
+                                 seed=config.seed)
+    for t in range(2):
+        state, metrics = trainer.run_iteration(state, t, batches)
+    final = jax.device_get(trainer.parallel.local_copy(state))
+    scalars = trainer.host_metrics(metrics)
+    assert final.log_partition == initial.log_partition != 0.0
+    assert _max_abs_difference(initial.energy_params, final.energy_params) > 1e-4
+    assert _max_abs_difference(initial.generator_params, final.generator_params) > 1e-4
+    # The logistic losses are sums of softplus terms: positive.
+    assert scalars["energy_loss"] > 0 and scalars["base_loss"] > 0
+
+
+def test_learning_rate_schedule_decays_exponentially():
+    config = test_config.get_config()
+    config.optim.energy.learning_rate, config.optim.energy.decay_rate = 1e-3, 0.5
+    config.optim.energy.decay_steps = 100
+    schedule_fn = optim.learning_rate_schedule(optim.energy_spec(config))
+    np.testing.assert_allclose([schedule_fn(0), schedule_fn(100), schedule_fn(200)],
+                               [1e-3, 5e-4, 2.5e-4], rtol=1e-6)
+    constant = optim.learning_rate_schedule(optim.base_spec(config))  # decay_rate 1.0
+    assert float(constant(10 ** 6)) == config.optim.base.learning_rate
+
+
+# ------------------------------------------------------------------------------------ outputs
+def test_image_grid_tiles_row_major_and_maps_to_bytes():
+    images = np.full((5, 2, 3, 1), -1.0, np.float32)
+    for i in range(5):
+        images[i, 0, 0, 0] = i / 4.0  # one marked pixel per image
+    grid = outputs.image_grid(images, columns=2)
+    assert grid.shape == (3 * 2, 2 * 3, 1) and grid.dtype == np.uint8
+    for i in range(5):
+        row, col = divmod(i, 2)
+        assert grid[row * 2, col * 3, 0] == round((i / 4.0 + 1.0) * 127.5)
+    assert grid[4, 3, 0] == 0  # the missing sixth cell is black (-1)
+
+
+def test_metric_writer_truncates_steps_after_a_checkpoint(tmp_path):
+    writer = outputs.MetricWriter(str(tmp_path), tensorboard=False)
+    for step in (2, 4, 6):
+        writer.write(step, {"loss": np.float32(step / 2)})
+    writer.truncate_after(4)  # a run resumed from step 4 will log step 6 again
+    writer.write(6, {"loss": 7.0, "bad": float("nan")})
+    records = outputs.read_metrics(str(tmp_path))
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert records[1]["loss"] == 2.0 and records[2]["loss"] == 7.0
+    assert records[2]["bad"] == "nan"  # JSON has no NaN; the line stays parseable
+
+
+def test_progress_line_reports_rate_and_eta():
+    progress = outputs.Progress(start_step=0, num_steps=1000)
+    progress._last_time -= 10.0  # pretend 10 s passed
+    text, rate = progress.line(100, {"loss": 0.5})
+    assert 9.0 < rate <= 10.0  # 100 steps in a little over 10 s
+    assert "step 100/1000 (10.0%)" in text and "loss=0.5" in text
+    assert re.search(r"ETA 1m3\d", text)  # 900 steps at ~10 steps/s: about 90 s

@@ -28,7 +28,7 @@ from kale_jax.networks import common
 Array = jax.Array
 
 # DCGAN and SNGAN both initialise weights from N(0, 0.02^2).
-_INIT = nn.initializers.normal(stddev=0.02)
+_INIT = common.normal_init(0.02)
 
 
 def _check(module: nn.Module) -> None:

@@ -14,6 +14,9 @@ from kale_jax.networks import common
 
 Array = jax.Array
 
+# LeCun uniform (variance 1 / fan_in), drawn flat (see common.py).
+_INIT = common.uniform_variance_scaling(1.0, "fan_in")
+
 
 def _check(module: nn.Module) -> None:
     owner = type(module).__name__
@@ -60,11 +63,12 @@ class MLPGenerator(nn.Module):
         act = common.get_activation(owner, "activation", self.activation)
         x = z
         for i in range(self.depth):
-            x = nn.Dense(self.hidden, use_bias=not self.batch_norm, name=f"dense{i}")(x)
+            x = nn.Dense(self.hidden, use_bias=not self.batch_norm, kernel_init=_INIT,
+                         name=f"dense{i}")(x)
             if self.batch_norm:
                 x = common.batch_norm(train, self.axis_name, name=f"bn{i}")(x)
             x = act(x)
-        x = nn.Dense(self.output_dim, name="out")(x)
+        x = nn.Dense(self.output_dim, kernel_init=_INIT, name="out")(x)
         return common.get_activation(owner, "output_activation", self.output_activation,
                                      allow_none=True)(x)
 
@@ -97,7 +101,7 @@ class MLPEnergy(nn.Module):
         act = common.get_activation(owner, "activation", self.activation)
 
         def dense(h, features, name):
-            layer = nn.Dense(features, name=name)
+            layer = nn.Dense(features, kernel_init=_INIT, name=name)
             if self.spectral_norm:
                 return common.spectral_norm(layer, name=f"sn_{name}")(h, update_stats=train)
             return layer(h)

@@ -26,8 +26,8 @@ from kale_jax.networks import common
 Array = jax.Array
 
 # SNGAN's ResNets use Glorot-uniform weights, scaled by sqrt(2) in the residual branches.
-_RESIDUAL_INIT = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
-_INIT = nn.initializers.xavier_uniform()
+_RESIDUAL_INIT = common.uniform_variance_scaling(2.0, "fan_avg")
+_INIT = common.uniform_variance_scaling(1.0, "fan_avg")
 
 
 def _channels(width: int, resolution: int) -> int:

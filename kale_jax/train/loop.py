@@ -145,7 +145,7 @@ class Trainer:
 
     def host_metrics(self, metrics: Any) -> Dict[str, float]:
         """Device metrics -> {name: float} (blocks until they are computed)."""
-        one = self.parallel.unreplicate(metrics)
+        one = self.parallel.local_copy(metrics)
         return {k: float(v) for k, v in jax.device_get(one).items()}
 
 
@@ -199,6 +199,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     """
     trainer = Trainer(config, devices)
     num_steps = config.train.num_steps
+    # Built before anything is compiled, so bad evaluation settings fail early too.
+    evaluator = evaluate.Evaluator(config, trainer.spec, trainer.info, workdir,
+                                   write_pictures=jax.process_index() == 0)
     is_lead = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     if is_lead:
@@ -223,7 +226,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         state = trainer.parallel.replicate(
             checkpoints.restore(latest, target=trainer.abstract_state()))
         writer.truncate_after(latest)
-    one = trainer.parallel.unreplicate(state)
+    one = trainer.parallel.local_copy(state)
     base_step, energy_step = int(one.base_step), int(one.energy_step)
     if energy_step != schedule.energy_steps_until(base_step, config):
         raise ValueError(f"checkpoint at base step {base_step} has taken {energy_step} energy "
@@ -234,20 +237,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     batches = data.train_batches(config.data, batch_size=config.train.batch_size, seed=config.seed,
                                  start_step=energy_step, process_index=jax.process_index(),
                                  process_count=jax.process_count())
-    evaluator = evaluate.Evaluator(config, trainer.spec, trainer.info, workdir,
-                                   write_pictures=is_lead)
     progress = outputs.Progress(base_step, num_steps)
     stop = _StopFlag()
     stop.install()
 
     def save(step: int, state: TrainState) -> None:
         nonlocal last_good
-        one = trainer.parallel.unreplicate(state)
-        if not checkpoint_lib.all_finite(one):
+        if not checkpoint_lib.all_finite(trainer.parallel.local_copy(state)):
             raise FloatingPointError(
                 f"non-finite parameters at base step {step}; not saved. Last good checkpoint: "
                 f"{_describe(last_good, checkpoints.directory)}")
-        if checkpoints.save(step, one):
+        if checkpoints.save(step, trainer.parallel.unreplicate(state)):
             logging.info("Saved checkpoint at step %d.", step)
         last_good = step
 
@@ -255,6 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         started = time.monotonic()
         results = evaluator(trainer.parallel.local_copy(state), step)
         results["eval_seconds"] = time.monotonic() - started
+        progress.pause(results["eval_seconds"])
         logging.info("eval at step %d: %s", step,
                      " ".join(f"{k}={v:.4g}" for k, v in results.items()))
         writer.write(step, results)

@@ -115,12 +115,17 @@ def read_metrics(workdir: str) -> list:
 
 
 class Progress:
-    """Formats the progress line: step, rate (steps/s since the last line) and ETA."""
+    """Formats the progress line: step, rate (training steps/s since the last line, evaluation
+    time left out) and ETA (at that rate)."""
 
     def __init__(self, start_step: int, num_steps: int):
         self.num_steps = num_steps
         self._last_step = start_step
         self._last_time = time.monotonic()
+
+    def pause(self, seconds: float) -> None:
+        """Leaves `seconds` (spent evaluating) out of the next rate."""
+        self._last_time += seconds
 
     def line(self, step: int, metrics: Mapping[str, float]) -> tuple:
         """Returns (text, steps_per_second) and restarts the rate clock at `step`."""
@@ -155,7 +160,7 @@ def image_grid(images: np.ndarray, columns: Optional[int] = None) -> np.ndarray:
     n, h, w, c = images.shape
     columns = columns or int(math.ceil(math.sqrt(n)))
     rows = int(math.ceil(n / columns))
-    grid = np.zeros((rows * h, columns * w, c), np.float32)
+    grid = np.full((rows * h, columns * w, c), -1.0, np.float32)  # black background
     for i, image in enumerate(images):
         r, col = divmod(i, columns)
         grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = image

@@ -41,6 +41,9 @@ class DataParallel:
     def __init__(self, kind: str = "shard_map", devices: Optional[Sequence[Any]] = None):
         if kind not in PARALLEL_KINDS:
             raise ValueError(f"config.parallel={kind!r} is not one of {PARALLEL_KINDS}")
+        if kind == "pmap" and jax.process_count() > 1:
+            raise ValueError("config.parallel='pmap' is supported on one host; multi-host runs "
+                             "use config.parallel='shard_map'")
         self.kind = kind
         self.devices = list(jax.devices() if devices is None else devices)
         self.mesh = Mesh(np.array(self.devices), (AXIS_NAME,))
@@ -68,23 +71,29 @@ class DataParallel:
             self._per_device)
 
     def unreplicate(self, tree: Any) -> Any:
-        """The steps' state layout -> one copy (replicated global arrays for shard_map, the first
-        device's copy for pmap). This is what checkpoints hold."""
+        """The steps' state layout -> one copy: for shard_map the replicated global arrays
+        themselves (multi-host aware; what checkpoints hold), for pmap the copy on this host's
+        first device."""
         if self.kind == "shard_map":
             return tree
-        return jax.tree_util.tree_map(lambda x: x[0], tree)
+        return jax.tree_util.tree_map(lambda x: x.addressable_data(0)[0], tree)
 
     def local_copy(self, tree: Any) -> Any:
-        """One copy of a state on this host's first device, for single-device evaluation."""
-        device = [d for d in self.devices if d.process_index == jax.process_index()][0]
-        return jax.device_put(self.unreplicate(tree), device)
+        """One copy on this host's first device (no transfer), for evaluation and host reads."""
+        if self.kind == "shard_map":
+            return jax.tree_util.tree_map(lambda x: x.addressable_data(0), tree)
+        return self.unreplicate(tree)
 
     @property
     def state_sharding(self) -> Any:
         """Sharding of a checkpoint's arrays when restored (one copy, see unreplicate)."""
         if self.kind == "shard_map":
             return self._replicated
-        return jax.sharding.SingleDeviceSharding(self.devices[0])
+        return jax.sharding.SingleDeviceSharding(self._first_local_device)
+
+    @property
+    def _first_local_device(self) -> Any:
+        return [d for d in self.devices if d.process_index == jax.process_index()][0]
 
     # ---------------------------------------------------------------------------------- batches
     def shard_batch(self, batch: np.ndarray, axis: int = 0) -> jax.Array:

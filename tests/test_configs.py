@@ -1,0 +1,109 @@
+"""Tests of configs/*.py and of config validation (kale_jax.train.validate)."""
+import importlib
+import os
+
+import jax
+import pytest
+
+from configs import default as default_config
+from configs import test as test_config
+from kale_jax.train import Trainer, train_and_evaluate
+from kale_jax.train.validate import validate
+
+CONFIG_NAMES = ("default", "ring", "grid", "digits", "test")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_every_config_is_valid_and_has_the_shared_keys(name):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    validate(config, num_devices=1)
+    # Names tools and tests rely on.
+    assert config.train.num_steps >= 1
+    assert "data_dir" in config.data
+    assert config.sampler.kernel in ("ula", "mala", "hmc", "kla", "imh")
+    expected_data = {"default": "sphere3d", "test": "ring"}.get(name, name)
+    assert config.data.name == expected_data
+
+
+@pytest.mark.parametrize("name", ["ring", "grid", "digits", "test"])
+def test_variants_build_on_default(name):
+    """Variants import default.py (directly or through another variant) and keep its layout."""
+    source = open(os.path.join(REPO, "configs", f"{name}.py")).read()
+    assert "from configs import default" in source or "from configs import ring" in source
+    variant = importlib.import_module(f"configs.{name}").get_config()
+    base = default_config.get_config()
+    for section in ("model", "train", "optim", "sampler", "eval"):
+        assert set(base[section].keys()) <= set(variant[section].keys()), section
+
+
+def test_test_config_has_a_digits_variant():
+    config = test_config.get_config("digits")
+    validate(config, num_devices=4)
+    assert config.data.name == "digits"
+
+
+def test_default_config_is_the_readme_main_job():
+    """sphere3d with the mlp pair and a 3-d latent (the main job's promises)."""
+    config = default_config.get_config()
+    assert (config.data.name, config.model.generator, config.model.energy,
+            config.model.latent_dim) == ("sphere3d", "mlp", "mlp", 3)
+    assert config.parallel == "shard_map" and config.train.criterion == "kale"
+
+
+BAD_SETTINGS = [
+    ("parallel", "pjit", "shard_map"),
+    ("data.name", "mnist", "sphere3d"),
+    ("model.generator", "vae", "dcgan"),
+    ("model.energy", "transformer", "mlp"),
+    ("model.latent_dim", 0, ">= 1"),
+    ("train.criterion", "hinge", "kale"),
+    ("train.penalty", "spectral", "gradient_l2"),
+    ("train.num_steps", 0, ">= 1"),
+    ("train.batch_size", -4, ">= 1"),
+    ("train.n_critic", 0, ">= 1"),
+    ("train.penalty_weight", -1.0, ">= 0"),
+    ("optim.energy.learning_rate", 0.0, "> 0"),
+    ("optim.base.b1", 1.0, "[0, 1)"),
+    ("sampler.kernel", "nuts", "mala"),
+    ("sampler.step_size", 0.0, "> 0"),
+    ("sampler.num_adaptation_steps", 10, "'mala'"),  # with kernel 'ula' (configs/test.py)
+    ("eval.num_samples", 0, ">= 1"),
+]
+
+
+@pytest.mark.parametrize("key, value, allowed", BAD_SETTINGS)
+def test_bad_setting_names_key_value_and_what_is_allowed(key, value, allowed):
+    config = test_config.get_config()
+    node = config
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    with pytest.raises(ValueError) as error:
+        validate(config, num_devices=1)
+    message = str(error.value)
+    assert f"config.{key}={value!r}" in message
+    assert allowed in message
+
+
+def test_batch_must_divide_by_the_device_count(tmp_path):
+    """Raised by Trainer / train_and_evaluate before anything is built or written."""
+    config = test_config.get_config()
+    config.train.batch_size = 18
+    assert len(jax.devices()) == 4
+    with pytest.raises(ValueError, match=r"config.train.batch_size=18 .* 4 devices"):
+        Trainer(config)
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError, match="batch_size"):
+        train_and_evaluate(config, str(workdir))
+    assert not workdir.exists()
+    Trainer(config, devices=jax.devices()[:2])  # 18 divides by 2: accepted
+
+
+def test_unknown_network_fails_before_any_output(tmp_path):
+    config = test_config.get_config()
+    config.model.generator = "gpt"
+    with pytest.raises(ValueError, match=r"config.model.generator='gpt'"):
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
