@@ -2,7 +2,9 @@
 
 Layout: DIRECTORY/<step>/ holds one pytree (the TrainState, saved with StandardSave) and
 DIRECTORY/metadata/ the run's root metadata, a JSON dict that names the config the run came from
-(the full config as JSON, and the config file and overrides when a binary passes them). Saves are
+(the full config as JSON, and the config file and overrides when a binary passes them), written by
+the first run in the directory; each step can carry its own metadata too (the config of the run
+that saved it, which a resumed run may have changed, e.g. num_steps). Saves are
 asynchronous: `save` returns once the arrays are copied off the devices, and `wait` blocks until
 they are on disk. Steps are base steps.
 
@@ -47,14 +49,21 @@ class Checkpoints:
         """Every saved step, ascending."""
         return sorted(self._manager.all_steps())
 
-    def save(self, step: int, state: Any) -> bool:
+    def save(self, step: int, state: Any, metadata: Optional[Mapping[str, Any]] = None) -> bool:
         """Saves `state` (a pytree of arrays) as step `step` (asynchronously).
 
-        Returns False when `step` is already saved (nothing is written), True otherwise.
+        Args:
+          step: the step number (base steps for training runs).
+          state: pytree of arrays.
+          metadata: JSON-serialisable metadata of this step (e.g. the config of the run that
+            saved it); read it back with `step_metadata(step)`.
+        Returns:
+          False when `step` is already saved (nothing is written), True otherwise.
         """
         if step in self._manager.all_steps():
             return False
-        return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        return self._manager.save(step, args=ocp.args.StandardSave(state), force=True,
+                                  custom_metadata=dict(metadata) if metadata else None)
 
     def restore(self, step: Optional[int] = None, target: Any = None) -> Any:
         """Restores step `step` (default: the latest).
@@ -76,6 +85,13 @@ class Checkpoints:
     def metadata(self) -> Dict[str, Any]:
         """The root metadata given at the first save ({} if none)."""
         return dict(self._manager.metadata().custom_metadata or {})
+
+    def step_metadata(self, step: Optional[int] = None) -> Dict[str, Any]:
+        """The metadata saved with step `step` (default: the latest; {} if none)."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        return dict(self._manager.metadata(step).custom_metadata or {})
 
     def wait(self) -> None:
         """Blocks until every pending save is on disk."""

@@ -97,15 +97,27 @@ def log_partition_finalize(state: LogPartitionState) -> Array:
     return state.log_sum - jnp.log(state.count)
 
 
-def gradient_penalty(energy_fn: EnergyFn, x_real: Array, x_fake: Array, key: Array) -> Array:
+def gradient_penalty(energy_fn: EnergyFn, x_real: Array, x_fake: Array,
+                     key: Array | None = None, *, weights: Array | None = None) -> Array:
     """Zero-centred squared input-gradient norm of E at random interpolates.
 
     x_hat = a x_real + (1 - a) x_fake with a ~ U[0, 1] per example; returns mean_i |grad E(x_hat_i)|^2
     (not WGAN-GP's (|grad| - 1)^2). `energy_fn` maps (n, ...) -> (n,) and must not couple examples
     (use inference-mode normalisation), so the gradient of the sum gives each example's gradient.
+
+    Args:
+        energy_fn: (n, ...) -> (n,).
+        x_real, x_fake: (n, ...) data and base samples.
+        key: draws the weights a when `weights` is not given.
+        weights: the interpolation weights a, shape (n,), if the caller draws them itself (e.g.
+            for a global batch split over devices, so that the draw does not depend on them).
     """
     n = x_real.shape[0]
-    a = jax.random.uniform(key, (n,) + (1,) * (x_real.ndim - 1), dtype=x_real.dtype)
+    if weights is None:
+        if key is None:
+            raise ValueError("gradient_penalty needs `key` or `weights`")
+        weights = jax.random.uniform(key, (n,), dtype=x_real.dtype)
+    a = jnp.reshape(weights, (n,) + (1,) * (x_real.ndim - 1)).astype(x_real.dtype)
     x_hat = a * x_real + (1.0 - a) * x_fake
     grads = jax.grad(lambda x: jnp.sum(energy_fn(x)))(x_hat)
     return jnp.mean(jnp.sum(jnp.square(grads).reshape(n, -1), axis=-1))
@@ -117,13 +129,16 @@ def l2_penalty(params: Any) -> Array:
 
 
 def penalty(name: str, *, energy_fn: EnergyFn, params: Any, x_real: Array, x_fake: Array,
-            key: Array) -> Array:
-    """The energy regulariser named `name` (one of PENALTIES). 'gradient_l2' is the sum of both."""
+            key: Array | None = None, weights: Array | None = None) -> Array:
+    """The energy regulariser named `name` (one of PENALTIES). 'gradient_l2' is the sum of both.
+
+    `key` or `weights` go to `gradient_penalty` (the interpolation weights, (n,)).
+    """
     if name not in PENALTIES:
         raise ValueError(f"penalty {name!r} is not one of {PENALTIES}")
     total = jnp.zeros((), jnp.float32)
     if name in ("gradient", "gradient_l2"):
-        total = total + gradient_penalty(energy_fn, x_real, x_fake, key)
+        total = total + gradient_penalty(energy_fn, x_real, x_fake, key, weights=weights)
     if name in ("l2", "gradient_l2"):
         total = total + l2_penalty(params)
     return total

@@ -92,3 +92,14 @@ def test_all_finite():
     assert not checkpoint.all_finite(bad)
     assert not checkpoint.all_finite({"a": jnp.array(jnp.inf), "n": jnp.int32(3)})
     assert checkpoint.all_finite({"n": jnp.int32(-1), "k": jnp.zeros(2, jnp.uint32)})
+
+
+def test_step_metadata(tmp_path):
+    ckpt = checkpoint.Checkpoints(str(tmp_path), metadata={"first": 1})
+    ckpt.save(1, _state(1), metadata={"config_source": "a"})
+    ckpt.save(2, _state(2), metadata={"config_source": "b"})
+    ckpt.wait()
+    assert ckpt.step_metadata(1) == {"config_source": "a"}
+    assert ckpt.step_metadata() == {"config_source": "b"}  # the latest
+    assert ckpt.metadata() == {"first": 1}
+    ckpt.close()

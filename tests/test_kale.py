@@ -251,3 +251,19 @@ def test_gan_losses_against_hand_values():
     np.testing.assert_allclose(kale.gan_base_loss("wasserstein", e_data, e_fake), 2.0)
     with pytest.raises(ValueError, match="not one of"):
         kale.gan_energy_loss("hinge", e_data, e_fake)
+
+
+def test_gradient_penalty_with_given_weights_matches_the_weights_its_key_draws():
+    energy = lambda x: jnp.sum(jnp.sin(x), axis=-1)
+    x_real = jax.random.normal(jax.random.PRNGKey(1), (7, 3))
+    x_fake = jax.random.normal(jax.random.PRNGKey(2), (7, 3))
+    key = jax.random.PRNGKey(3)
+    a = jax.random.uniform(key, (7,))
+    by_key = kale.gradient_penalty(energy, x_real, x_fake, key)
+    by_weights = kale.gradient_penalty(energy, x_real, x_fake, weights=a)
+    np.testing.assert_allclose(by_key, by_weights, rtol=1e-6)
+    # The hand computation: grad of sum(sin) is cos at the interpolates.
+    x_hat = a[:, None] * x_real + (1 - a[:, None]) * x_fake
+    np.testing.assert_allclose(by_weights, jnp.mean(jnp.sum(jnp.cos(x_hat) ** 2, -1)), rtol=1e-5)
+    with pytest.raises(ValueError, match="needs `key` or `weights`"):
+        kale.gradient_penalty(energy, x_real, x_fake)

@@ -118,6 +118,11 @@ def test_exact_resume(tmp_path):
     final = [r for r in records if "mmd_gebm" in r][-1]
     assert final["step"] == 2 * n and np.isfinite(final["mmd_base"])
     assert os.path.isdir(tmp_path / "resumed" / "checkpoints" / str(2 * n))
+    # A run with different networks must not resume from these checkpoints.
+    other = _config(2 * n + 1)
+    other.model.energy_kwargs.hidden = 8
+    with pytest.raises(ValueError, match=r"written with config.model=.* use a new --workdir"):
+        train_and_evaluate(other, str(tmp_path / "resumed"))
 
 
 def test_non_finite_training_stops_without_saving(tmp_path):

@@ -1,7 +1,8 @@
 """End-to-end tests of `python -m experiments.train`, run as a subprocess from the repository root.
 
 The subprocesses see 4 forced CPU devices and share a persistent XLA compilation cache (a
-session temporary directory), so programs compiled by one run are reused by the next.
+session temporary directory), so programs compiled by one run are reused by the next. The toy and
+digits runs start together (module fixture) so their compilations overlap.
 """
 import glob
 import json
@@ -36,6 +37,32 @@ def env(tmp_path_factory):
     return environment
 
 
+@pytest.fixture(scope="module")
+def end_to_end_runs(env, tmp_path_factory):
+    """Starts the toy and the digits runs side by side (their compilations overlap on 2 cores);
+    each test below waits for its own run."""
+    root = tmp_path_factory.mktemp("end_to_end")
+    runs = {"ring": (str(root / "ring"), "configs/test.py"),
+            "digits": (str(root / "digits"), "configs/test.py:digits",
+                       "--config.train.tensorboard=False")}
+    processes = {name: subprocess.Popen(_command(*args), cwd=REPO, env=env, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for name, args in runs.items()}
+    yield {name: (runs[name][0], processes[name]) for name in runs}
+    for process in processes.values():
+        if process.poll() is None:
+            process.kill()
+
+
+def _finish(run):
+    """Waits for a run of end_to_end_runs: (workdir, log); asserts exit status 0."""
+    workdir, process = run
+    if not hasattr(process, "log"):
+        _, process.log = process.communicate(timeout=600)
+    assert process.returncode == 0, process.log[-3000:]
+    return workdir, process.log
+
+
 def _command(workdir, config="configs/test.py", *overrides):
     return [sys.executable, "-m", "experiments.train", f"--config={config}",
             f"--workdir={workdir}", *overrides]
@@ -68,10 +95,9 @@ def _check_metrics(workdir, num_steps, log_steps, eval_steps):
     return records
 
 
-def test_toy_end_to_end(env, tmp_path):
+def test_toy_end_to_end(end_to_end_runs):
     """configs/test.py (ring, 6 steps): metrics, TensorBoard, scatter plots, checkpoints."""
-    workdir = str(tmp_path / "ring")
-    log = _run(env, workdir)
+    workdir, log = _finish(end_to_end_runs["ring"])
     assert "Starting a fresh run" in log and "Finished 6 base steps" in log
     assert re.search(r"step 6/6 \(100\.0%\) [\d.]+ steps/s ETA", log)
     records = _check_metrics(workdir, 6, log_steps=[2, 4, 6], eval_steps=[3, 6])
@@ -92,10 +118,9 @@ def test_toy_end_to_end(env, tmp_path):
     ckpt.close()
 
 
-def test_digits_end_to_end(env, tmp_path):
+def test_digits_end_to_end(end_to_end_runs):
     """configs/test.py:digits (8x8 images): image grids of base and GEBM samples."""
-    workdir = str(tmp_path / "digits")
-    _run(env, workdir, "configs/test.py:digits", "--config.train.tensorboard=False")
+    workdir, _ = _finish(end_to_end_runs["digits"])
     _check_metrics(workdir, 6, log_steps=[2, 4, 6], eval_steps=[3, 6])
     for kind in ("base", "gebm"):
         for step in (3, 6):
@@ -116,13 +141,14 @@ def _wait_for_checkpoint(directory, process, timeout):
     raise AssertionError(f"no checkpoint in {directory} after {timeout} s")
 
 
-def test_sigterm_saves_and_the_next_run_resumes(env, tmp_path):
+def test_sigterm_saves_and_the_next_run_resumes(env, tmp_path, end_to_end_runs):
     """SIGTERM mid-run: a checkpoint and exit status 0; the next run resumes from it.
 
     The first run is asked for far more steps than it can take before the signal (so the signal
     always lands mid-run, however fast the machine); the second run asks for 6 steps beyond the
     preemption point and must resume there and finish.
     """
+    _finish(end_to_end_runs["ring"])  # its compiled programs are in the cache: reuse them
     workdir = str(tmp_path / "preempted")
     overrides = ("--config.train.log_every=2", "--config.train.eval_every=100000",
                  "--config.train.checkpoint_every=2", "--config.train.keep_checkpoints=3",

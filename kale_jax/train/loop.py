@@ -207,9 +207,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if is_lead:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
+    metadata = _metadata(config, config_source)
     checkpoints = checkpoint_lib.Checkpoints(
         os.path.join(workdir, CHECKPOINT_DIR), keep=config.train.keep_checkpoints,
-        metadata=_metadata(config, config_source))
+        metadata=metadata)
     writer = outputs.MetricWriter(workdir, tensorboard=config.train.get("tensorboard", True),
                                   enabled=is_lead)
 
@@ -223,6 +224,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         logging.info("Resuming from step %d (checkpoint in %s); %d base steps on %d device(s) "
                      "with %s.", latest, checkpoints.directory, num_steps,
                      trainer.parallel.num_devices, config.parallel)
+        _check_compatible(checkpoints.step_metadata(latest).get("config"), metadata["config"],
+                          checkpoints.directory)
         state = trainer.parallel.replicate(
             checkpoints.restore(latest, target=trainer.abstract_state()))
         writer.truncate_after(latest)
@@ -247,7 +250,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             raise FloatingPointError(
                 f"non-finite parameters at base step {step}; not saved. Last good checkpoint: "
                 f"{_describe(last_good, checkpoints.directory)}")
-        if checkpoints.save(step, trainer.parallel.unreplicate(state)):
+        if checkpoints.save(step, trainer.parallel.unreplicate(state), metadata=metadata):
             logging.info("Saved checkpoint at step %d.", step)
         last_good = step
 
@@ -300,6 +303,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         checkpoints.close()
         writer.close()
     return trainer.parallel.unreplicate(state)
+
+
+# Config entries that fix the saved state's structure or meaning: a resumed run must keep them.
+_FIXED_ON_RESUME = ("seed", "data.name", "model")
+
+
+def _check_compatible(saved: Optional[Dict[str, Any]], current: Dict[str, Any],
+                      directory: str) -> None:
+    """Raises ValueError when a checkpoint's config differs from this run's in _FIXED_ON_RESUME."""
+    if saved is None:
+        return
+    for key in _FIXED_ON_RESUME:
+        old, new = saved, current
+        for part in key.split("."):
+            old, new = (old or {}).get(part), (new or {}).get(part)
+        if old != new:
+            raise ValueError(f"the checkpoint in {directory} was written with config.{key}={old!r}"
+                             f" but this run has config.{key}={new!r}; use a new --workdir, or "
+                             "the checkpoint's config")
 
 
 def _has_final_eval(workdir: str, step: int) -> bool:

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 

@@ -119,15 +119,13 @@ def energy_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainState
     """
     n = x.shape[0]
     key = step_key(state.key, ENERGY_STREAM, state.energy_step)
-    key_z, key_mix, key_penalty = jax.random.split(key, 3)
+    key_z, key_mix = jax.random.split(key)
     z = _local_latents(spec, key_z, n)
     fake, _ = apply_network(spec.generator, state.generator_params, state.generator_state, z,
                             train=True)
     fake = jax.lax.stop_gradient(fake)
     # Interpolation weights for the gradient penalty, drawn for the global batch (see module doc).
-    mix = jax.random.uniform(key_mix, (spec.global_batch_size,) + (1,) * (x.ndim - 1), x.dtype)
-    mix = parallel.global_slice(mix, n)
-    x_hat = mix * x + (1.0 - mix) * fake
+    mix = parallel.global_slice(jax.random.uniform(key_mix, (spec.global_batch_size,), x.dtype), n)
 
     def loss_fn(trainables):
         e, energy_state = apply_network(spec.energy, trainables["energy"], state.energy_state,
@@ -143,11 +141,8 @@ def energy_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainState
             return _floor(spec, spec.energy.apply(
                 variables(trainables["energy"], state.energy_state), v, train=False))
 
-        # x_hat is passed as both ends, so kale.penalty's own interpolation is the identity and the
-        # penalty is taken at our device-independent interpolates.
         penalty = kale.penalty(spec.penalty, energy_fn=inference_energy,
-                               params=trainables["energy"], x_real=x_hat, x_fake=x_hat,
-                               key=key_penalty)
+                               params=trainables["energy"], x_real=x, x_fake=fake, weights=mix)
         total = loss + spec.penalty_weight * penalty
         return total, (loss, penalty, energy_state, e_data, e_fake)
 
