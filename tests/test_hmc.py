@@ -338,16 +338,9 @@ def test_same_key_same_result_under_jit_vmap_and_shard_map(kernel):
     _assert_same_result(plain, sharded)
 
 
-def test_pmap_and_user_scan_match_plain_calls():
+def test_sample_inside_a_user_scan_matches_sequential_calls():
     potential, start = _transform_setup()
     options = dict(kernel='mala', num_steps=10, step_size=0.3)
-    keys = hmc.chain_keys(jax.random.key(14), NUM_TRANSFORM_CHAINS)
-    plain = hmc.sample(keys, potential, start, **options)
-    per_device = lambda x: x.reshape((4, -1) + x.shape[1:])
-    pmapped = jax.pmap(lambda k, z: hmc.sample(k, potential, z, **options).position)(
-        per_device(keys), per_device(start))
-    np.testing.assert_allclose(pmapped.reshape(start.shape), plain.position, rtol=1e-5, atol=1e-5)
-
     # Inside a user's lax.scan: two rounds of sampling, each continuing from the last.
     round_keys = jax.random.split(jax.random.key(15), 2)
     one_round = jax.jit(lambda z, k: (hmc.sample(k, potential, z, **options).position, None))
@@ -427,6 +420,51 @@ def test_nonfinite_proposals_are_rejected_and_counted(kernel, potential):
     # Counted rejections are rejections: the acceptance rate is at most 1 - nonfinite / steps.
     assert np.all(np.asarray(result.acceptance_rate)
                   <= 1 - np.asarray(result.num_nonfinite) / 40 + 1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Convolution kernels laid out for XLA:CPU loops
+# ------------------------------------------------------------------------------------------------
+
+_CONV_KERNEL = jax.random.normal(jax.random.key(24), (3, 3, 2, 3)) * 0.3
+
+
+def _conv_potential(z):
+    """|z|^2/2 + an energy with a strided convolution: (chains, 32) -> (chains,)."""
+    x = z.reshape(z.shape[0], 4, 4, 2)
+    h = jax.lax.conv_general_dilated(x, _CONV_KERNEL, (2, 2), 'SAME',
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return 0.5 * jnp.sum(z * z, axis=1) + jnp.sum(jax.nn.softplus(h), axis=(1, 2, 3))
+
+
+def test_hwio_convolutions_rewrites_kernels_and_keeps_the_function():
+    grad_fn = jax.value_and_grad(lambda z: jnp.sum(_conv_potential(z)))
+    z = jax.random.normal(jax.random.key(25), (5, 32))
+    # The input gradient of a convolution uses the kernel with swapped feature axes ...
+    assert hmc._needs_conv_rewrite(jax.make_jaxpr(grad_fn)(z).jaxpr)
+    rewritten = hmc.with_hwio_convolutions(grad_fn)
+    # ... which the rewrite removes, computing the same function.
+    assert not hmc._needs_conv_rewrite(jax.make_jaxpr(rewritten)(z).jaxpr)
+    for a, b in zip(jax.tree.leaves(rewritten(z)), jax.tree.leaves(grad_fn(z))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sampling_with_hwio_convolutions_matches_without_under_vmap_and_shard_map():
+    chains = 8
+    start = jax.random.normal(jax.random.key(26), (chains, 32))
+    keys = hmc.chain_keys(jax.random.key(27), chains)
+    options = dict(kernel='mala', num_steps=5, step_size=0.1)
+    reference = hmc.sample(keys, _conv_potential, start, hwio_convolutions=False, **options)
+    assert 0 < float(reference.acceptance_rate.mean()) < 1
+    run = lambda k, z: hmc.sample(k, _conv_potential, z, hwio_convolutions=True, **options)
+    _assert_same_result(reference, run(keys, start))
+    vmapped = jax.vmap(run)(keys[None], start[None])
+    _assert_same_result(reference, jax.tree.map(lambda x: x[0], vmapped))
+    mesh = Mesh(np.array(jax.devices()[:4]), ('chains',))
+    spec = P('chains')
+    sharded = jax.jit(jax.shard_map(run, mesh=mesh, in_specs=(spec, spec),
+                                    out_specs=hmc.SampleResult(spec, spec, spec, spec, spec)))
+    _assert_same_result(reference, sharded(keys, start))
 
 
 # ------------------------------------------------------------------------------------------------

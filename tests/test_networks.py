@@ -84,12 +84,6 @@ def tiny(kind, name, size=32):
     return module, fns.init(jax.random.PRNGKey(0), x), fns, x
 
 
-def assert_trees_equal(a, b):
-    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
 def scaled(variables, factor):
     return dict(variables, params=jax.tree_util.tree_map(lambda p: factor * p,
                                                          variables["params"]))

@@ -183,5 +183,6 @@ class SNGANEnergy(nn.Module):
             x = sn_conv(x, features, 4, 2, f"down{i}")
         x = sn_conv(x, self.width * 2 ** n_down, 3, 1, "conv_top")
         dense = nn.Dense(1, kernel_init=_INIT, name="out")
-        x = common.spectral_norm(dense, name="sn_out")(x.reshape(x.shape[0], -1), update_stats=train)
+        x = x.reshape(x.shape[0], -1)
+        x = common.spectral_norm(dense, name="sn_out")(x, update_stats=train)
         return x[:, 0].astype(jnp.float32)
