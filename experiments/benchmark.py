@@ -162,12 +162,12 @@ SECTIONS: Dict[str, Callable[[], List[Dict[str, Any]]]] = {"sampler": sampler_se
 
 
 def _table(rows: List[Dict[str, Any]]) -> str:
-    lines = [f"{'net':8s} {'kernel':14s} {'options':28s} {'ms/step':>9s} {'compile s':>9s} "
+    lines = [f"{'net':8s} {'kernel':14s} {'options':58s} {'ms/step':>9s} {'compile s':>9s} "
              f"{'load':>5s}"]
     for r in rows:
         options = ", ".join(f"{k}={r[k]}" for k in ("unroll", "hwio_convolutions",
                                                      "num_leapfrog_steps") if k in r)
-        lines.append(f"{r['net']:8s} {r['kernel']:14s} {options:28s} {r['ms_per_step']:9.1f} "
+        lines.append(f"{r['net']:8s} {r['kernel']:14s} {options:58s} {r['ms_per_step']:9.1f} "
                      f"{r['compile_s']:9.2f} {r['load_avg_1m']:5.2f}")
     ula = [r for r in rows if r["net"] == "sngan" and r["kernel"] == "ula"]  # default options first
     if ula:

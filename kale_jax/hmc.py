@@ -41,10 +41,17 @@ so NaN never enters a chain. The MH test is `log u < log alpha` with NaN compare
 Initial positions must have a finite potential and gradient.
 
 Randomness: every chain has its own key (from `chain_keys(key, num_chains)` or passed in), and the
-noise of step t for chain c is drawn from `fold_in(chain_key[c], t)`. A chain's path therefore
-depends only on its own key and start, not on how many chains there are or how they are split
-over devices: run under `shard_map`/`pmap` with per-chain keys sharded like the positions and the
-samples match a single-device call.
+noise of step t for chain c is stream t of that key (`draw_noise`: one normal array and one
+uniform per chain and step). A chain's path therefore depends only on its own key and start, not
+on how many chains there are or how they are split over devices: run under `shard_map`/`pmap`
+with per-chain keys sharded like the positions and the samples match a single-device call.
+Kernels are deterministic functions of pre-drawn noise (`Kernel.step(state, step_size, normal,
+uniform)`), so a caller can drive them in its own loop.
+
+Performance on CPU: XLA:CPU runs a convolution's input-gradient on a slow path inside loops
+unless its kernel is laid out HWIO; `with_hwio_convolutions` (on by default on the CPU backend)
+rewrites the traced gradient accordingly. Only input gradients are computed (the network's
+weights are closed over, never differentiated).
 
 Step-size control: a base step size (scalar or per chain) times an optional schedule multiplier
 (constant, a callable of the step, or the authors' recipe "multiply by `decay_factor` every
@@ -76,10 +83,15 @@ DEFAULT_NUM_LEAPFROG_STEPS = 10
 DEFAULT_FRICTION = 1.0
 
 # Steps per iteration of the sampling loop (`lax.scan(..., unroll=...)`). Measured with
-# `python -m experiments.benchmark --section=sampler` on the SNGAN pair (32x32, batch 64, latent
-# 100) on the 2-core CPU machine; see the report in UNROLL_MEASUREMENT below.
+# `python -m experiments.benchmark --section=sampler --net=sngan --unroll_sweep=2,4` (SNGAN pair,
+# 32x32, batch 64, latent 100, ULA, 4 steps per timed run, median of 3) on the shared 2-core CPU
+# machine (1-minute load 2.7-3.2 from other jobs): unroll=1 2684 ms/step (compile 9.7 s),
+# unroll=2 2488 ms/step (14.8 s), unroll=4 (= fully unrolled) 2541 ms/step. The differences
+# are within the run-to-run noise under that load, while compile time grows with unroll, so the
+# default is 1. (The large loop penalty noted in DESIGN.md section 5 came from convolution
+# kernel layouts inside loops, fixed by `with_hwio_convolutions`: without it ULA took
+# 6143 ms/step in the same run.)
 DEFAULT_UNROLL = 1
-UNROLL_MEASUREMENT = 'not measured yet'
 
 # Noise stream of `init` (KLA's initial velocity); steps use streams 0, 1, ...
 _INIT_STREAM = np.uint32(2**32 - 1)
@@ -297,7 +309,7 @@ def chain_keys(key: Array, num_chains: int) -> Array:
 
 
 def _resolve_chain_keys(key: Array, num_chains: int) -> Array:
-    """A single key (split per chain) or per-chain keys (shape (chains,) typed / (chains, 2) raw)."""
+    """A single key (split per chain) or per-chain keys ((chains,) typed or (chains, 2) raw)."""
     if not isinstance(key, jax.Array):
         key = jnp.asarray(key)
     if not _is_typed_key(key):
@@ -613,7 +625,7 @@ class DualAveragingState(NamedTuple):
 
 
 def dual_averaging_init(zero: Optional[Array] = None) -> DualAveragingState:
-    """Initial state; `zero` (a float32 scalar 0) may carry the device-varying type under shard_map."""
+    """Initial state; `zero` (float32 scalar 0) may carry shard_map's device-varying type."""
     zero = jnp.zeros((), jnp.float32) if zero is None else zero
     return DualAveragingState(zero, zero, zero, zero)
 
@@ -767,7 +779,8 @@ def sample(key: Array,
     position = jnp.asarray(initial_position)
     if position.ndim < 1 or position.shape[0] < 1:
         raise ValueError(
-            f'initial_position: expected shape (chains, ...) with chains >= 1, got {position.shape}.')
+            'initial_position: expected shape (chains, ...) with chains >= 1, got '
+            f'{position.shape}.')
     if not jnp.issubdtype(position.dtype, jnp.floating):
         raise ValueError(f'initial_position: expected a float array, got dtype {position.dtype}.')
     num_chains = position.shape[0]
