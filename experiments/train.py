@@ -12,6 +12,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import cli
+
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, TensorBoard and samples.")
 flags.DEFINE_enum("distributed", "auto", ["auto", "yes", "no"],
                   "jax.distributed.initialize(): 'auto' when a cluster is detected, 'yes' always "
@@ -59,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -89,6 +89,7 @@ from typing import Any, Iterator, Mapping, NamedTuple, Optional
 import numpy as np
 
 from kale_jax.data import options
+from kale_jax.errors import DataError
 
 DEFAULT_PREFETCH = 4  # batches; a few steps of accelerator work (128x64x64x3 float32 is 6 MB)
 DEFAULT_CELEBA_CROP = 140
@@ -148,7 +149,7 @@ class ImageSetInfo(NamedTuple):
     kind: str
 
 
-class DatasetNotPreparedError(ValueError):
+class DatasetNotPreparedError(DataError):
     """The tfds data set has not been downloaded and prepared in the data directory."""
 
 

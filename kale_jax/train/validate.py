@@ -1,6 +1,6 @@
 """Checks a training config before anything is built or compiled.
 
-Every error is a ValueError naming the config key, the value and what is allowed.
+Every error is a ConfigError (a ValueError) naming the config key, the value and what is allowed.
 """
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from typing import Any, Iterable, Optional
 import ml_collections
 
 from kale_jax import hmc, kale
+from kale_jax.errors import ConfigError
 from kale_jax.train.parallel import PARALLEL_KINDS
 
 def _get(config: ml_collections.ConfigDict, key: str) -> Any:
     node = config
     for part in key.split("."):
         if part not in node:
-            raise ValueError(f"config.{key} is missing")
+            raise ConfigError(f"config.{key} is missing")
         node = node[part]
     return node
 
@@ -25,13 +26,13 @@ def _choice(config, key: str, allowed: Iterable[str]) -> None:
     value = _get(config, key)
     allowed = tuple(allowed)
     if value not in allowed:
-        raise ValueError(f"config.{key}={value!r} is not one of {allowed}")
+        raise ConfigError(f"config.{key}={value!r} is not one of {allowed}")
 
 
 def _positive_int(config, key: str, minimum: int = 1) -> None:
     value = _get(config, key)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"config.{key}={value!r} must be an integer >= {minimum}")
+        raise ConfigError(f"config.{key}={value!r} must be an integer >= {minimum}")
 
 
 def _positive_float(config, key: str, allow_zero: bool = False) -> None:
@@ -40,13 +41,13 @@ def _positive_float(config, key: str, allow_zero: bool = False) -> None:
           and (value >= 0 if allow_zero else value > 0) and value != float("inf"))
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"config.{key}={value!r} must be a finite number {bound}")
+        raise ConfigError(f"config.{key}={value!r} must be a finite number {bound}")
 
 
 def _in_open_unit(config, key: str) -> None:
     value = _get(config, key)
     if not (isinstance(value, numbers.Real) and 0.0 <= value < 1.0):
-        raise ValueError(f"config.{key}={value!r} must be in [0, 1)")
+        raise ConfigError(f"config.{key}={value!r} must be in [0, 1)")
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = None) -> None:
@@ -65,10 +66,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     _positive_int(config, "model.latent_dim")
     floor = _get(config, "model.energy_floor")
     if floor is not None and not isinstance(floor, numbers.Real):
-        raise ValueError(f"config.model.energy_floor={floor!r} must be None or a number")
+        raise ConfigError(f"config.model.energy_floor={floor!r} must be None or a number")
     for key in ("model.generator_kwargs", "model.energy_kwargs"):
         if not hasattr(_get(config, key), "items"):
-            raise ValueError(f"config.{key}={_get(config, key)!r} must be a dict")
+            raise ConfigError(f"config.{key}={_get(config, key)!r} must be a dict")
 
     _choice(config, "train.criterion", kale.CRITERIA)
     _choice(config, "train.penalty", kale.PENALTIES)
@@ -78,7 +79,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
                 "a_init_batches"):
         _positive_int(config, f"train.{key}")
     if num_devices is not None and config.train.batch_size % num_devices:
-        raise ValueError(f"config.train.batch_size={config.train.batch_size} does not divide by "
+        raise ConfigError(f"config.train.batch_size={config.train.batch_size} does not divide by "
                          f"the {num_devices} devices; use a multiple of {num_devices}")
 
     for name in ("energy", "base"):
@@ -95,7 +96,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     _positive_float(config, "sampler.beta")
     _positive_int(config, "sampler.num_adaptation_steps", minimum=0)
     if config.sampler.num_adaptation_steps and config.sampler.kernel not in hmc.ADAPTIVE_KERNELS:
-        raise ValueError(f"config.sampler.num_adaptation_steps={config.sampler.num_adaptation_steps}"
+        raise ConfigError(f"config.sampler.num_adaptation_steps={config.sampler.num_adaptation_steps}"
                          f" needs config.sampler.kernel in {hmc.ADAPTIVE_KERNELS}, got "
                          f"{config.sampler.kernel!r}; set it to 0")
 

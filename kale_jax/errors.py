@@ -1,0 +1,22 @@
+"""Errors a user can fix. The binaries print them as one line on stderr and exit with status 2.
+
+Anything else that escapes a binary is an internal error and keeps its traceback. Each message
+names what is wrong (config key and value, file path) and the fix (allowed values, the command
+that makes the missing file).
+"""
+
+
+class UserError(Exception):
+    """Bad input the user can fix; printed as one line without a traceback."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value is unknown, out of range or incompatible (with the devices, a checkpoint)."""
+
+
+class DataError(UserError, ValueError):
+    """A dataset, weights or statistics file is missing, truncated or has the wrong format."""
+
+
+class CheckpointError(UserError):
+    """A workdir or checkpoint cannot be used (unreadable, no complete checkpoint, mismatch)."""
