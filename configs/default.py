@@ -34,6 +34,9 @@ Keys (the layout every config shares; tools and tests rely on these names):
                            step_size, beta (inverse temperature), num_adaptation_steps, ...
   eval.num_heldout         held-out examples for the KALE estimate
   eval.num_samples         base / GEBM samples (latent MCMC chains) drawn for MMD and pictures
+  debug.nan_at_step        fault injection for tests: base step k (1, 2, ...) runs with NaN energy
+                           parameters, so the non-finite guard stops the run; -1 (default) is off
+  debug.sleep_per_step_s   sleep this long after each base step (tests land signals mid-run); 0 off
 
 Settings of this file: sphere3d, a 3-d latent, batch 128, 1000 base steps (5 energy steps each,
 100 before steps 0 and 500), Adam(1e-3, 0.5, 0.999) for both networks (the paper's 1e-4 is for
@@ -104,4 +107,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()
     config.eval.num_heldout = 2000
     config.eval.num_samples = 2000
+
+    config.debug = ml_collections.ConfigDict()
+    config.debug.nan_at_step = -1
+    config.debug.sleep_per_step_s = 0.0
     return config

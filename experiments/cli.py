@@ -11,7 +11,9 @@ USER_ERROR_STATUS = 2
 
 
 def run(main: Callable) -> None:
-    """Like `absl.app.run(main)`, but a `kale_jax.errors.UserError` prints one line and exits 2."""
+    """Like `absl.app.run(main)`, but a `kale_jax.errors.UserError` prints one line and exits 2
+    (or the error's own `exit_status`, e.g. 3 for NonFiniteError). Other exceptions keep their
+    traceback (exit status 1)."""
 
     @functools.wraps(main)
     def guarded(argv):
@@ -19,6 +21,6 @@ def run(main: Callable) -> None:
             return main(argv)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr, flush=True)
-            sys.exit(USER_ERROR_STATUS)
+            sys.exit(getattr(error, "exit_status", USER_ERROR_STATUS))
 
     app.run(guarded)

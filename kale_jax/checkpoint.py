@@ -8,16 +8,32 @@ that saved it, which a resumed run may have changed, e.g. num_steps). Saves are
 asynchronous: `save` returns once the arrays are copied off the devices, and `wait` blocks until
 they are on disk. Steps are base steps.
 
+Crash safety (orbax 0.12, local and network file systems): a step is written into
+DIRECTORY/<step>.orbax-checkpoint-tmp-<timestamp>/ and renamed to DIRECTORY/<step>/ only when
+complete (on object stores such as GCS, where a rename is not atomic, orbax marks completion with a
+commit_success.txt file instead). A process killed in the middle of a save leaves only that
+temporary directory, which orbax ignores when listing steps and which is deleted when the
+directory is next opened. A complete step that was damaged later (a truncated file, a bad disk)
+is found by `restore_newest_readable`, which falls back to the previous step and moves the damaged
+one to DIRECTORY.unreadable/<step>/ so that it is kept for inspection and never read again.
+Nothing is ever unpickled: orbax stores arrays with TensorStore and metadata as JSON.
+
 Nothing is read or written at import.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Mapping, Optional, Sequence
+import shutil
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from kale_jax.errors import CheckpointError
+
+UNREADABLE_SUFFIX = ".unreadable"
 
 
 class Checkpoints:
@@ -36,8 +52,10 @@ class Checkpoints:
         if keep is not None and keep < 1:
             raise ValueError(f"keep must be None or >= 1, got {keep!r}")
         self.directory = os.path.abspath(directory)
+        # cleanup_tmp_directories: drop what a save killed half-way left behind.
         options = ocp.CheckpointManagerOptions(max_to_keep=keep,
-                                               enable_async_checkpointing=async_save)
+                                               enable_async_checkpointing=async_save,
+                                               cleanup_tmp_directories=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               metadata=dict(metadata) if metadata else None)
 
@@ -82,6 +100,62 @@ class Checkpoints:
             target = jax.tree_util.tree_map(_abstract, target)
         return self._manager.restore(step, args=ocp.args.StandardRestore(target))
 
+    def restore_newest_readable(
+            self, target: Any = None, is_good: Optional[Callable[[Any], bool]] = None
+    ) -> Tuple[int, Any, List[Tuple[int, str]]]:
+        """Restores the newest step that reads back whole, setting newer unreadable steps aside.
+
+        Args:
+          target: as in `restore`.
+          is_good: optional check of a restored state (e.g. `all_finite`); a step failing it is
+            treated as unreadable.
+        Returns:
+          (step, state, skipped): the restored step and state, and for each newer step that could
+          not be used, (step, one-line reason), newest first. Those steps were moved to
+          DIRECTORY.unreadable/<step>/ (by process 0).
+        Raises:
+          CheckpointError: no step restores (nothing is moved then), or there is no step.
+        """
+        failures: List[Tuple[int, str]] = []
+        for step in reversed(self.all_steps()):
+            try:
+                state = self.restore(step, target=target)
+            except Exception as error:  # pylint: disable=broad-except
+                # orbax / TensorStore / json raise many types for a damaged file.
+                failures.append((step, _one_line(error)))
+                continue
+            if is_good is not None and not is_good(state):
+                failures.append((step, "it holds non-finite values"))
+                continue
+            for bad, _ in failures:
+                self.set_aside(bad)
+            return step, state, failures
+        if not failures:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        raise CheckpointError(
+            f"no checkpoint in {self.directory} could be restored (steps "
+            f"{[s for s, _ in failures]}); newest, step {failures[0][0]}: {failures[0][1]}. "
+            "Use a new --workdir, or restore a backup of that directory")
+
+    def set_aside(self, step: int) -> Optional[str]:
+        """Moves step `step` to DIRECTORY.unreadable/<step>[-<time>]/ (process 0 only).
+
+        Returns the new path (None on other processes). Waits for pending saves first.
+        """
+        self._manager.wait_until_finished()
+        destination = None
+        if jax.process_index() == 0:
+            os.makedirs(self.directory + UNREADABLE_SUFFIX, exist_ok=True)
+            destination = os.path.join(self.directory + UNREADABLE_SUFFIX, str(step))
+            if os.path.exists(destination):
+                destination += f"-{int(time.time())}"
+            shutil.move(os.path.join(self.directory, str(step)), destination)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+            multihost_utils.sync_global_devices(f"kale_jax set_aside {step}")
+        self._manager.reload()
+        return destination
+
     def metadata(self) -> Dict[str, Any]:
         """The root metadata given at the first save ({} if none)."""
         return dict(self._manager.metadata().custom_metadata or {})
@@ -110,6 +184,11 @@ def _abstract(x: Any) -> Any:
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
     x = np.asarray(x)
     return jax.ShapeDtypeStruct(x.shape, x.dtype)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
 
 
 def all_finite(tree: Any) -> bool:

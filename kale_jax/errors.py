@@ -1,4 +1,5 @@
-"""Errors a user can fix. The binaries print them as one line on stderr and exit with status 2.
+"""Errors a user can fix. The binaries print them as one line on stderr and exit with status 2
+(NonFiniteError: status 3).
 
 Anything else that escapes a binary is an internal error and keeps its traceback. Each message
 names what is wrong (config key and value, file path) and the fix (allowed values, the command
@@ -20,3 +21,14 @@ class DataError(UserError, ValueError):
 
 class CheckpointError(UserError):
     """A workdir or checkpoint cannot be used (unreadable, no complete checkpoint, mismatch)."""
+
+
+class NonFiniteError(UserError, FloatingPointError):
+    """Training produced a non-finite loss or parameter; nothing non-finite was saved.
+
+    The message names the base step and the last good checkpoint. The binaries exit with status 3
+    (not 2), so a job scheduler can tell a diverged run (rerunning the same config will diverge
+    again: lower the learning rates or change the penalty) from a bad config.
+    """
+
+    exit_status = 3

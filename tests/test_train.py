@@ -121,7 +121,9 @@ def test_exact_resume(tmp_path):
     # A run with different networks must not resume from these checkpoints.
     other = _config(2 * n + 1)
     other.model.energy_kwargs.hidden = 8
-    with pytest.raises(ValueError, match=r"written with config.model=.* use a new --workdir"):
+    with pytest.raises(ValueError, match=r"config.model.energy_kwargs.hidden=8 but the "
+                       r"checkpoint .* written with config.model.energy_kwargs.hidden=16; "
+                       r".* new --workdir"):
         train_and_evaluate(other, str(tmp_path / "resumed"))
 
 

@@ -10,7 +10,14 @@ Order of a run:
   5. every log_every steps: metrics.jsonl / TensorBoard and a progress line (rate, ETA), with a
      finiteness check; every eval_every steps and at the end: evaluation (evaluate.py); every
      checkpoint_every steps and at the end: an asynchronous checkpoint of finite parameters;
-  6. on SIGTERM (preemption): save at the next step boundary, wait for the save, return normally.
+  6. on SIGTERM (preemption) or SIGINT (Ctrl-C; a second one interrupts at once): save at the
+     next step boundary, wait for the save, return normally.
+
+Faults (see the README's Troubleshooting): a bad config or workdir raises before anything is
+compiled or written; a non-finite loss or parameter raises NonFiniteError naming the step and the
+last good checkpoint, and nothing non-finite is ever saved; on resume, an unreadable latest
+checkpoint is reported in one warning line, set aside, and the previous one is used.
+config.debug (configs/default.py) can force a NaN or slow the steps down, for tests.
 """
 from __future__ import annotations
 
@@ -30,9 +37,11 @@ from absl import logging
 
 from kale_jax import checkpoint as checkpoint_lib
 from kale_jax import data
+from kale_jax.errors import CheckpointError, ConfigError, NonFiniteError
 from kale_jax.train import evaluate, models, optim, outputs, parallel, schedule, steps
 from kale_jax.train import state as state_lib
 from kale_jax.train.state import TrainState
+from kale_jax.train import validate as validate_lib
 from kale_jax.train.validate import validate
 
 CHECKPOINT_DIR = "checkpoints"
@@ -88,8 +97,8 @@ class Trainer:
 
     def __init__(self, config: ml_collections.ConfigDict,
                  devices: Optional[Sequence[Any]] = None):
+        validate(config, len(jax.devices() if devices is None else devices))
         self.parallel = parallel.DataParallel(config.parallel, devices)
-        validate(config, self.parallel.num_devices)
         self.config = config
         self.info = data.get_info(config.data)
         self.spec = step_spec(config, self.info)
@@ -150,7 +159,11 @@ class Trainer:
 
 
 class _StopFlag:
-    """Set by SIGTERM (preemption notice); the loop saves and returns at the next step boundary."""
+    """Set by SIGTERM (preemption notice) or SIGINT (Ctrl-C); the loop saves and returns at the
+    next step boundary. After the first SIGINT, a second one raises KeyboardInterrupt at once (the
+    checkpoints on disk stay complete: saves are atomic)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.requested = False
@@ -158,17 +171,20 @@ class _StopFlag:
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
     def _handle(self, signum, frame):
         del frame
         logging.warning("Received signal %d: saving a checkpoint and stopping at the next step "
                         "boundary.", signum)
         self.requested = True
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def uninstall(self) -> None:
         if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
             self._previous = None
 
 
@@ -193,48 +209,67 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     Returns:
       the final state, one copy (see DataParallel.unreplicate).
     Raises:
-      ValueError: bad config (before any compilation).
-      FloatingPointError: a logged loss or the parameters became non-finite; the message names the
-        step and the last good checkpoint.
+      ConfigError (a ValueError): bad config, or one that differs from the checkpoint's (before
+        any compilation).
+      CheckpointError: the workdir cannot be used, or no checkpoint in it can be restored.
+      NonFiniteError (a FloatingPointError): a logged loss or the parameters became non-finite;
+        the message names the step and the last good checkpoint.
     """
     trainer = Trainer(config, devices)
+    validate_lib.workdir(workdir)
     num_steps = config.train.num_steps
     # Built before anything is compiled, so bad evaluation settings fail early too.
     evaluator = evaluate.Evaluator(config, trainer.spec, trainer.info, workdir,
                                    write_pictures=jax.process_index() == 0)
     is_lead = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
-    if is_lead:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as error:
+        raise CheckpointError(f"--workdir={workdir} cannot be created: {error}") from error
     metadata = _metadata(config, config_source)
     checkpoints = checkpoint_lib.Checkpoints(
         os.path.join(workdir, CHECKPOINT_DIR), keep=config.train.keep_checkpoints,
         metadata=metadata)
+    try:  # checks of the checkpoint come before anything else is written to the workdir
+        latest = checkpoints.latest_step()
+        if latest is None:
+            logging.info("Starting a fresh run in %s (no checkpoint found); %d base steps on %d "
+                         "device(s) with %s.", workdir, num_steps, trainer.parallel.num_devices,
+                         config.parallel)
+            state = trainer.init_state()
+        else:
+            validate_lib.against_checkpoint(
+                config, checkpoints.step_metadata(latest) or checkpoints.metadata(),
+                directory=checkpoints.directory)
+            latest, restored, skipped = checkpoints.restore_newest_readable(
+                trainer.abstract_state(), is_good=checkpoint_lib.all_finite)
+            for bad, reason in skipped:
+                logging.warning("Checkpoint step %d in %s is unreadable (%s); moved it to %s and "
+                                "using step %d.", bad, checkpoints.directory, reason,
+                                checkpoints.directory + checkpoint_lib.UNREADABLE_SUFFIX, latest)
+            logging.info("Resuming from step %d (checkpoint in %s); %d base steps on %d "
+                         "device(s) with %s.", latest, checkpoints.directory, num_steps,
+                         trainer.parallel.num_devices, config.parallel)
+            state = trainer.parallel.replicate(restored)
+        one = trainer.parallel.local_copy(state)
+        base_step, energy_step = int(one.base_step), int(one.energy_step)
+        if energy_step != schedule.energy_steps_until(base_step, config):
+            raise ConfigError(
+                f"checkpoint at base step {base_step} has taken {energy_step} energy steps but "
+                f"the config's schedule (train.n_critic, n_critic_warmup, warmup_every) gives "
+                f"{schedule.energy_steps_until(base_step, config)}; use the checkpoint's schedule "
+                "or a new --workdir")
+    except BaseException:
+        checkpoints.close()
+        raise
+    if is_lead:
+        _write_atomically(os.path.join(workdir, "config.json"),
+                          config.to_json_best_effort(indent=2))
     writer = outputs.MetricWriter(workdir, tensorboard=config.train.get("tensorboard", True),
                                   enabled=is_lead)
-
-    latest = checkpoints.latest_step()
-    if latest is None:
-        logging.info("Starting a fresh run in %s (no checkpoint found); %d base steps on %d "
-                     "device(s) with %s.", workdir, num_steps, trainer.parallel.num_devices,
-                     config.parallel)
-        state = trainer.init_state()
-    else:
-        logging.info("Resuming from step %d (checkpoint in %s); %d base steps on %d device(s) "
-                     "with %s.", latest, checkpoints.directory, num_steps,
-                     trainer.parallel.num_devices, config.parallel)
-        _check_compatible(checkpoints.step_metadata(latest).get("config"), metadata["config"],
-                          checkpoints.directory)
-        state = trainer.parallel.replicate(
-            checkpoints.restore(latest, target=trainer.abstract_state()))
-        writer.truncate_after(latest)
-    one = trainer.parallel.local_copy(state)
-    base_step, energy_step = int(one.base_step), int(one.energy_step)
-    if energy_step != schedule.energy_steps_until(base_step, config):
-        raise ValueError(f"checkpoint at base step {base_step} has taken {energy_step} energy "
-                         f"steps but the config's schedule (train.n_critic, n_critic_warmup, "
-                         f"warmup_every) gives {schedule.energy_steps_until(base_step, config)}")
+    # Records after the checkpoint (all of them on a fresh start) are from an attempt that
+    # stopped before saving; the steps will be logged again.
+    writer.truncate_after(latest or 0)
     last_good = latest
 
     batches = data.train_batches(config.data, batch_size=config.train.batch_size, seed=config.seed,
@@ -243,11 +278,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     progress = outputs.Progress(base_step, num_steps)
     stop = _StopFlag()
     stop.install()
+    debug = config.get("debug") or {}
+    nan_at_step = debug.get("nan_at_step", None)
+    sleep_per_step = debug.get("sleep_per_step_s", None) or 0.0
+
+    def check_finite(step: int, state: TrainState, what: str) -> None:
+        if not checkpoint_lib.all_finite(trainer.parallel.local_copy(state)):
+            raise NonFiniteError(
+                f"non-finite parameters at base step {step}; {what}. Last good checkpoint: "
+                f"{_describe(last_good, checkpoints.directory)}")
 
     def save(step: int, state: TrainState) -> None:
         nonlocal last_good
         if not checkpoint_lib.all_finite(trainer.parallel.local_copy(state)):
-            raise FloatingPointError(
+            raise NonFiniteError(
                 f"non-finite parameters at base step {step}; not saved. Last good checkpoint: "
                 f"{_describe(last_good, checkpoints.directory)}")
         if checkpoints.save(step, trainer.parallel.unreplicate(state), metadata=metadata):
@@ -255,6 +299,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         last_good = step
 
     def evaluate_now(step: int) -> Dict[str, float]:
+        check_finite(step, state, "not evaluated")
         started = time.monotonic()
         results = evaluator(trainer.parallel.local_copy(state), step)
         results["eval_seconds"] = time.monotonic() - started
@@ -268,15 +313,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     results = None
     try:
         while base_step < num_steps:
+            if base_step + 1 == nan_at_step:  # debug: base step nan_at_step computes with NaNs
+                state = _poison(state)
             state, step_metrics = trainer.run_iteration(state, base_step, batches)
             base_step += 1
-            if stop.requested:
-                break  # save below at once: preemption leaves little time for evaluation
-            if base_step % config.train.log_every == 0 or base_step == num_steps:
+            if sleep_per_step:
+                time.sleep(sleep_per_step)
+            if (base_step % config.train.log_every == 0 or base_step == num_steps
+                    or stop.requested):
                 scalars = trainer.host_metrics(step_metrics)
                 bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
                 if bad:
-                    raise FloatingPointError(
+                    raise NonFiniteError(
                         f"non-finite {bad} at base step {base_step}: "
                         f"{ {k: scalars[k] for k in bad} }. Last good checkpoint: "
                         f"{_describe(last_good, checkpoints.directory)}")
@@ -284,6 +332,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 logging.info(text)
                 scalars["steps_per_sec"] = rate
                 writer.write(base_step, scalars)
+            if stop.requested:
+                break  # save below at once: preemption leaves little time for evaluation
             if base_step % config.train.eval_every == 0 or base_step == num_steps:
                 results = evaluate_now(base_step)
             if base_step % config.train.checkpoint_every == 0 or base_step == num_steps:
@@ -305,23 +355,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return trainer.parallel.unreplicate(state)
 
 
-# Config entries that fix the saved state's structure or meaning: a resumed run must keep them.
-_FIXED_ON_RESUME = ("seed", "data.name", "model")
-
-
 def _check_compatible(saved: Optional[Dict[str, Any]], current: Dict[str, Any],
                       directory: str) -> None:
-    """Raises ValueError when a checkpoint's config differs from this run's in _FIXED_ON_RESUME."""
-    if saved is None:
-        return
-    for key in _FIXED_ON_RESUME:
-        old, new = saved, current
-        for part in key.split("."):
-            old, new = (old or {}).get(part), (new or {}).get(part)
-        if old != new:
-            raise ValueError(f"the checkpoint in {directory} was written with config.{key}={old!r}"
-                             f" but this run has config.{key}={new!r}; use a new --workdir, or "
-                             "the checkpoint's config")
+    """Alias of validate.against_checkpoint (kept for older callers): ConfigError on mismatch."""
+    validate_lib.against_checkpoint(current, saved, directory=directory)
+
+
+def _poison(state: TrainState) -> TrainState:
+    """The state with NaN energy parameters (config.debug.nan_at_step)."""
+    logging.warning("config.debug.nan_at_step: setting the energy parameters to NaN.")
+    return state.replace(energy_params=jax.tree_util.tree_map(
+        lambda p: p * jnp.nan, state.energy_params))
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Writes `text` to `path` through a temporary file and a rename: a kill leaves the old file
+    or the new one, never half of one."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w") as f:
+        f.write(text)
+    os.replace(temporary, path)
 
 
 def _has_final_eval(workdir: str, step: int) -> bool:

@@ -46,10 +46,12 @@ class MetricWriter:
             return
         with open(self.path) as f:
             lines = [line for line in f if line.strip()]
-        kept = [line for line in lines if json.loads(line)["step"] <= step]
+        kept = [line for line in _complete(lines) if json.loads(line)["step"] <= step]
         if len(kept) != len(lines):
-            with open(self.path, "w") as f:
+            temporary = f"{self.path}.tmp-{os.getpid()}"
+            with open(temporary, "w") as f:
                 f.writelines(kept)
+            os.replace(temporary, self.path)  # a kill now leaves the old file or the new one
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         """Writes one record {'step': step, **metrics} (values converted to float)."""
@@ -109,9 +111,19 @@ def _tensorboard_writer(workdir: str):
 
 
 def read_metrics(workdir: str) -> list:
-    """All records of WORKDIR/metrics.jsonl, in order."""
+    """All records of WORKDIR/metrics.jsonl, in order (a last line cut short by a kill is
+    skipped)."""
     with open(os.path.join(workdir, METRICS_FILE)) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [json.loads(line) for line in _complete(f) if line.strip()]
+
+
+def _complete(lines) -> list:
+    """`lines` without a last line that lacks its newline: every record is written with one, so
+    such a line is a write cut short (the process was killed) and is dropped."""
+    lines = list(lines)
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()
+    return lines
 
 
 class Progress:

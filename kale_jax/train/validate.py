@@ -1,17 +1,31 @@
-"""Checks a training config before anything is built or compiled.
+"""Checks a training config before anything is built or compiled: the one place for it.
 
-Every error is a ConfigError (a ValueError) naming the config key, the value and what is allowed.
+    validate(config, num_devices)            every key: names, ranges, devices, image sizes
+    against_checkpoint(config, metadata)     the config vs the one a checkpoint was written with
+    workdir(path)                            the workdir can be created and written
+
+Every config error is a ConfigError (a ValueError) naming the config key, the value and what is
+allowed; workdir errors are CheckpointErrors naming the path. All are one line (the binaries print
+them without a traceback and exit with status 2).
 """
 from __future__ import annotations
 
+import json
 import numbers
-from typing import Any, Iterable, Optional
+import os
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 import ml_collections
 
 from kale_jax import hmc, kale
-from kale_jax.errors import ConfigError
+from kale_jax.errors import CheckpointError, ConfigError
 from kale_jax.train.parallel import PARALLEL_KINDS
+
+# Config entries that fix a checkpoint's structure or meaning: a run resuming it must keep them
+# (the sampling binary passes SAMPLE_KEYS: it may use another seed). Nested dicts are compared
+# leaf by leaf, so the error names e.g. config.model.latent_dim.
+RESUME_KEYS = ("seed", "data.name", "data.image_size", "model")
+SAMPLE_KEYS = ("data.name", "data.image_size", "model")
 
 def _get(config: ml_collections.ConfigDict, key: str) -> Any:
     node = config
@@ -59,7 +73,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     """
     from kale_jax import data, networks  # pylint: disable=g-import-not-at-top
 
+    _positive_int(config, "seed", minimum=0)
     _choice(config, "parallel", PARALLEL_KINDS)
+    if config.parallel == "pmap":
+        import jax  # pylint: disable=g-import-not-at-top
+        if jax.process_count() > 1:
+            raise ConfigError(f"config.parallel='pmap' runs on one host but this job has "
+                              f"{jax.process_count()} processes; use config.parallel='shard_map'")
     _choice(config, "data.name", data.DATASETS)
     _choice(config, "model.generator", networks.GENERATOR_NAMES)
     _choice(config, "model.energy", networks.ENERGY_NAMES)
@@ -102,3 +122,117 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
 
     _positive_int(config, "eval.num_samples")
     _positive_int(config, "eval.num_heldout")
+    for key in ("train.soft_clip", "train.tensorboard"):
+        if key.split(".")[-1] in config.train and not isinstance(_get(config, key), bool):
+            raise ConfigError(f"config.{key}={_get(config, key)!r} must be True or False")
+    _debug(config)
+    _networks_fit_data(config)
+
+
+def _debug(config) -> None:
+    """config.debug (optional): switches for fault-injection tests, off by default."""
+    if "debug" not in config:
+        return
+    if config.debug.get("nan_at_step") is not None:
+        _positive_int(config, "debug.nan_at_step", minimum=-1)
+    if config.debug.get("sleep_per_step_s") is not None:
+        _positive_float(config, "debug.sleep_per_step_s", allow_zero=True)
+
+
+def _networks_fit_data(config) -> None:
+    """The dataset's options are valid and both networks can be built for its example shape."""
+    from kale_jax import data, networks  # pylint: disable=g-import-not-at-top
+    from kale_jax.train import models  # pylint: disable=g-import-not-at-top
+    try:
+        info = data.get_info(config.data)
+    except ConfigError:
+        raise
+    except ValueError as error:  # the data modules name their keys 'data.<key>'
+        message = str(error)
+        raise ConfigError(("config." if message.startswith("data.") else "config.data: ")
+                          + message) from error
+    for role in ("generator", "energy"):
+        name = config.model[role]
+        sizes = networks.supported_image_sizes(name)
+        if not sizes:
+            continue
+        if info.kind != "image":
+            raise ConfigError(f"config.model.{role}={name!r} is an image network but "
+                              f"config.data.name={info.name!r} holds vectors of shape "
+                              f"{tuple(info.shape)}; use 'mlp'")
+        kwargs = config.model[f"{role}_kwargs"]
+        if "image_size" in kwargs and kwargs["image_size"] != info.shape[0]:
+            raise ConfigError(f"config.model.{role}_kwargs.image_size={kwargs['image_size']!r} "
+                              f"differs from the data's image size {info.shape[0]}; remove it "
+                              "(it is taken from the data) or set config.data.image_size")
+        if info.shape[0] not in sizes:
+            raise ConfigError(f"config.data.image_size={info.shape[0]!r} is not supported by "
+                              f"config.model.{role}={name!r}; allowed: {sizes}")
+    try:
+        models.build(config, info)  # constructs the Linen modules (nothing is traced)
+    except ValueError as error:
+        raise ConfigError(f"config.model: {error}") from error
+
+
+def _flatten(tree: Any, prefix: str) -> Dict[str, Any]:
+    if isinstance(tree, Mapping):
+        out = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}.{k}"))
+        return out
+    return {prefix: tree}
+
+
+def _lookup(tree: Optional[Mapping[str, Any]], key: str) -> Any:
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, Mapping) else None
+    return tree
+
+
+def against_checkpoint(config: ml_collections.ConfigDict, saved: Optional[Mapping[str, Any]], *,
+                       directory: str = "", keys: Sequence[str] = RESUME_KEYS) -> None:
+    """Raises ConfigError when `config` differs from a checkpoint's config in `keys`.
+
+    Args:
+      config: this run's config (a ConfigDict or the same as nested dicts).
+      saved: the checkpoint's metadata as written by training ({'config': {...}, ...}, e.g.
+        `Checkpoints.step_metadata(step)` or `Checkpoints.metadata()`), or the saved config
+        itself; None or {} (no metadata) checks nothing.
+      directory: the checkpoint directory, named in the message.
+      keys: the entries that must agree: RESUME_KEYS for resuming training, SAMPLE_KEYS for
+        sampling. A dict entry (e.g. 'model') is compared leaf by leaf; a key missing on both
+        sides agrees.
+    """
+    if not saved:
+        return
+    saved_config = saved.get("config", saved)
+    # Compared as JSON, the form the metadata was saved in (tuples become lists).
+    current = json.loads(config.to_json_best_effort() if hasattr(config, "to_json_best_effort")
+                         else json.dumps(config))
+    where = f"the checkpoint in {directory}" if directory else "the checkpoint"
+    for key in keys:
+        old, new = _flatten(_lookup(saved_config, key), key), _flatten(_lookup(current, key), key)
+        for leaf in sorted(set(old) | set(new)):
+            if old.get(leaf) != new.get(leaf):
+                raise ConfigError(f"config.{leaf}={new.get(leaf)!r} but {where} was written with "
+                                  f"config.{leaf}={old.get(leaf)!r}; use the checkpoint's value "
+                                  "or a new --workdir")
+
+
+def workdir(path: str) -> None:
+    """Raises CheckpointError unless `path` is (or can be made) a writable directory.
+
+    Creates nothing: a bad --workdir fails before anything is compiled or written.
+    """
+    if not path:
+        raise CheckpointError("--workdir is empty; pass a directory for checkpoints and metrics")
+    path = os.path.abspath(path)
+    probe = path
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        what = "is" if probe == path else f"is under {probe}, which is"
+        raise CheckpointError(f"--workdir={path} {what} not a directory; pass a directory path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise CheckpointError(f"--workdir={path}: no permission to write in {probe}; pass a "
+                              "writable directory")
