@@ -303,8 +303,9 @@ def test_a_forced_nan_stops_the_run_and_keeps_the_last_good_checkpoint(env, tmp_
                        "--config.debug.nan_at_step=3")
     assert status == NonFiniteError.exit_status == 3
     line = _one_error_line(log)
-    assert re.fullmatch(r"error: non-finite \[.*'energy_loss'.*\] at base step 3: .* Last good "
-                        rf"checkpoint: step 2 in {re.escape(checkpoints)}", line), line
+    assert re.fullmatch(r"error: non-finite \[.*'energy_loss'.*\] at base step 3\. Last good "
+                        rf"checkpoint: step 2 in {re.escape(checkpoints)}; rerunning with this "
+                        r"--workdir resumes from it \(lower optim.*", line), line
     assert _complete_steps(checkpoints) == [1, 2]  # nothing of step 3 was saved
     assert not [n for n in _listing(checkpoints) if TMP_MARK in n]
     _restore_and_check(checkpoints, 2)  # the last good checkpoint is whole and finite
@@ -439,8 +440,13 @@ def test_image_sizes_the_networks_do_not_support_are_refused():
 def test_unknown_network_arguments_are_refused():
     config = test_config.get_config()
     config.model.energy_kwargs.widht = 3
-    with pytest.raises(ConfigError, match=r"config.model: energy 'mlp' got unknown keyword "
-                                          r"arguments \['widht'\]"):
+    with pytest.raises(ConfigError, match=r"^config.model.energy_kwargs: energy 'mlp' got unknown "
+                                          r"keyword arguments \['widht'\]"):
+        validate(config, num_devices=4)
+    config = test_config.get_config()
+    config.model.generator_kwargs.hidden = 0
+    with pytest.raises(ConfigError, match=r"^config.model.generator_kwargs: MLPGenerator: "
+                                          r"hidden=0 must be a positive integer"):
         validate(config, num_devices=4)
 
 

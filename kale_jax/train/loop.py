@@ -282,18 +282,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     nan_at_step = debug.get("nan_at_step", None)
     sleep_per_step = debug.get("sleep_per_step_s", None) or 0.0
 
+    def diverged(what: str) -> NonFiniteError:
+        return NonFiniteError(
+            f"{what}. Last good checkpoint: {_describe(last_good, checkpoints.directory)}; "
+            "rerunning with this --workdir resumes from it (lower optim.*.learning_rate or "
+            "raise train.penalty_weight, or it may diverge again)")
+
     def check_finite(step: int, state: TrainState, what: str) -> None:
         if not checkpoint_lib.all_finite(trainer.parallel.local_copy(state)):
-            raise NonFiniteError(
-                f"non-finite parameters at base step {step}; {what}. Last good checkpoint: "
-                f"{_describe(last_good, checkpoints.directory)}")
+            raise diverged(f"non-finite parameters at base step {step}; {what}")
 
     def save(step: int, state: TrainState) -> None:
         nonlocal last_good
-        if not checkpoint_lib.all_finite(trainer.parallel.local_copy(state)):
-            raise NonFiniteError(
-                f"non-finite parameters at base step {step}; not saved. Last good checkpoint: "
-                f"{_describe(last_good, checkpoints.directory)}")
+        check_finite(step, state, "not saved")
         if checkpoints.save(step, trainer.parallel.unreplicate(state), metadata=metadata):
             logging.info("Saved checkpoint at step %d.", step)
         last_good = step
@@ -324,10 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 scalars = trainer.host_metrics(step_metrics)
                 bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
                 if bad:
-                    raise NonFiniteError(
-                        f"non-finite {bad} at base step {base_step}: "
-                        f"{ {k: scalars[k] for k in bad} }. Last good checkpoint: "
-                        f"{_describe(last_good, checkpoints.directory)}")
+                    raise diverged(f"non-finite {bad} at base step {base_step}")
                 text, rate = progress.line(base_step, scalars)
                 logging.info(text)
                 scalars["steps_per_sec"] = rate

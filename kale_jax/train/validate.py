@@ -170,8 +170,9 @@ def _networks_fit_data(config) -> None:
                               f"config.model.{role}={name!r}; allowed: {sizes}")
     try:
         models.build(config, info)  # constructs the Linen modules (nothing is traced)
-    except ValueError as error:
-        raise ConfigError(f"config.model: {error}") from error
+    except ValueError as error:  # e.g. "MLPEnergy: hidden=0 must be a positive integer"
+        role = "energy" if "nergy" in str(error) else "generator"
+        raise ConfigError(f"config.model.{role}_kwargs: {error}") from error
 
 
 def _flatten(tree: Any, prefix: str) -> Dict[str, Any]:
