@@ -1,8 +1,10 @@
 r"""Trains a GEBM with KALE: python -m experiments.train --config=configs/default.py --workdir=DIR
 
 Config keys can be overridden on the command line (--config.train.num_steps=10). A workdir that
-holds checkpoints is resumed from its latest one; SIGTERM (e.g. TPU preemption) saves a checkpoint
-and exits with status 0. On a multi-host pod run the same command on every host: the job is joined
+holds checkpoints is resumed from its latest readable one; SIGTERM (e.g. TPU preemption) or SIGINT
+saves a checkpoint and exits with status 0. Exit status 2: a user error (bad config, workdir, data
+or checkpoint), printed as one line; 3: training diverged (non-finite loss or parameters; the last
+good checkpoint is named and kept); 1: an internal error, with its traceback. On a multi-host pod run the same command on every host: the job is joined
 with jax.distributed.initialize() before any device is used (--distributed=auto tries it and runs
 as a single process when no cluster is detected).
 """
