@@ -266,7 +266,7 @@ def prepare(table: np.ndarray, *, seed: int = DEFAULT_SPLIT_SEED, dequantize: bo
     num_train, num_valid, num_test = split_sizes(table.shape[0])
     if min(num_train, num_valid, num_test) < 1:
         raise DataError(f"a table of {table.shape[0]} rows is too small to split into "
-                        "train / valid / test (need at least 12 rows)")
+                        "train / valid / test (need at least 11 rows)")
     order = np.random.RandomState(seed).permutation(table.shape[0])
     test_rows, valid_rows = order[:num_test], order[num_test:num_test + num_valid]
     train_rows = order[num_test + num_valid:]

@@ -47,7 +47,8 @@ def step_spec(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> step
         global_batch_size=config.train.batch_size, criterion=config.train.criterion,
         penalty=config.train.penalty, penalty_weight=float(config.train.penalty_weight),
         energy_floor=None if floor is None else float(floor),
-        energy_optim=optim.energy_spec(config), base_optim=optim.base_spec(config))
+        energy_optim=optim.energy_spec(config), base_optim=optim.base_spec(config),
+        base_objective=config.model.get("base_objective", "kale"))
 
 
 # Compiled functions are cached by (wrapper, devices, step spec, static count): equal configs share
