@@ -62,8 +62,8 @@ def test_inverse_undoes_forward(flow_case):
     z = jax.random.normal(jax.random.key(2), (64, dim))
     x, _ = fns["forward"](v, z)
     assert float(jnp.max(jnp.abs(x - z))) > 1e-2  # the random flow is not the identity
-    np.testing.assert_allclose(fns["inverse"](v, x)[0], z, atol=2e-5)
-    np.testing.assert_allclose(fns["forward"](v, fns["inverse"](v, z)[0])[0], z, atol=2e-5)
+    np.testing.assert_allclose(fns["inverse"](v, x)[0], z, atol=1e-4, rtol=1e-4)  # float32
+    np.testing.assert_allclose(fns["forward"](v, fns["inverse"](v, z)[0])[0], z, atol=1e-4, rtol=1e-4)
 
 
 def test_samples_have_the_moments_log_prob_implies(flow_case):

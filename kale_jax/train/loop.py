@@ -43,7 +43,7 @@ def step_spec(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> step
     generator, energy = models.build(config, info)
     floor = config.model.energy_floor
     return steps.StepSpec(
-        generator=generator, energy=energy, latent_dim=config.model.latent_dim,
+        generator=generator, energy=energy, latent_dim=models.latent_dim(config, info),
         global_batch_size=config.train.batch_size, criterion=config.train.criterion,
         penalty=config.train.penalty, penalty_weight=float(config.train.penalty_weight),
         energy_floor=None if floor is None else float(floor),

@@ -58,11 +58,19 @@ def _flow_kwargs(name: str, kwargs: dict, info: data.DatasetInfo) -> dict:
     return kwargs
 
 
+def latent_dim(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> int:
+    """config.model.latent_dim; for a flow generator None means the data dimension."""
+    if config.model.latent_dim is None and config.model.generator in networks.FLOW_NAMES:
+        return math.prod(info.shape)
+    return config.model.latent_dim
+
+
 def build(config: ml_collections.ConfigDict,
           info: data.DatasetInfo) -> Tuple[nn.Module, nn.Module]:
     """(generator, energy) Linen modules for config.model on data described by `info`."""
     model = config.model
-    if model.generator in networks.FLOW_NAMES and model.latent_dim != math.prod(info.shape):
+    if (model.generator in networks.FLOW_NAMES and model.latent_dim is not None
+            and model.latent_dim != math.prod(info.shape)):
         raise ConfigError(f"config.model.latent_dim={model.latent_dim} must equal the data "
                           f"dimension {math.prod(info.shape)} of {info.name!r} for the flow "
                           f"generator {model.generator!r}")

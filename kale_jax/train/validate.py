@@ -85,7 +85,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     _choice(config, "data.name", data.DATASETS)
     _choice(config, "model.generator", networks.GENERATOR_NAMES)
     _choice(config, "model.energy", networks.ENERGY_NAMES)
-    _positive_int(config, "model.latent_dim")
+    if not (_get(config, "model.latent_dim") is None
+            and config.model.generator in networks.FLOW_NAMES):  # None: a flow's data dimension
+        _positive_int(config, "model.latent_dim")
     floor = _get(config, "model.energy_floor")
     if floor is not None and not isinstance(floor, numbers.Real):
         raise ConfigError(f"config.model.energy_floor={floor!r} must be None or a number")
