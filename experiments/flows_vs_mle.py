@@ -23,6 +23,8 @@ object (all NLLs in nats per example, on the whole test / validation split):
   mle_gebm_target_met                  that difference <= target_nats_per_dim
   kale_error                           '' or the error that stopped the KALE run (non-finite
                                        losses); its numbers are then null
+  mle_mmd_base, kale_mmd_base, kale_mmd_gebm   unbiased MMD^2 between held-out data and samples
+                                       of the MLE flow / the KALE flow / the KALE GEBM (latent MCMC)
   mle_seconds, kale_seconds            wall-clock time of each run (training + evaluation)
 
 --tiny shrinks networks, steps and evaluation so the command finishes in well under a minute
@@ -143,6 +145,9 @@ def main(argv):
         "mle_gebm_minus_mle_nats_per_dim": mle_gap,
         "mle_gebm_target_met": bool(mle_gap <= TARGET_NATS_PER_DIM),
         "kale_error": errors.get("kale", ""),
+        "mle_mmd_base": mle.get("mmd_base"),
+        "kale_mmd_base": kale.get("mmd_base"),
+        "kale_mmd_gebm": kale.get("mmd_gebm"),
         "mle_seconds": seconds["mle"],
         "kale_seconds": seconds["kale"],
     }
