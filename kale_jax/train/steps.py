@@ -69,8 +69,6 @@ class StepSpec:
     energy_floor: Optional[float]
     energy_optim: optim.OptimSpec
     base_optim: optim.OptimSpec
-    # 'kale' (the base step below) or 'mle' (flow bases only: maximum likelihood, mle_base_step).
-    base_objective: str = "kale"
 
     @property
     def energy_tx(self) -> optax.GradientTransformation:
@@ -185,8 +183,6 @@ def base_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainState, 
     Returns:
       the new state (base_step + 1) and metrics identical on every device.
     """
-    if spec.base_objective == "mle":
-        return mle_base_step(spec, state, x)
     n = x.shape[0]
     z = _local_latents(spec, step_key(state.key, BASE_STREAM, state.base_step), n)
     energy_vars = state.energy_variables()
@@ -219,7 +215,9 @@ def base_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainState, 
 
 
 def mle_base_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainState, Metrics]:
-    """One maximum-likelihood update of a flow base (per device), the baseline to the KALE step.
+    """One maximum-likelihood update of a flow base (per device), the baseline to the KALE step
+    (config.model.base_objective='mle'; the loop picks it, so a KALE and an MLE run of one
+    config share every other compiled step).
 
     Minimises the global batch's mean negative log-likelihood -mean log g(x) of the data under
     the flow (networks.flows); every device holds an equal share of the batch, so the pmean of
