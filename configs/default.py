@@ -18,6 +18,8 @@ Keys (the layout every config shares; tools and tests rely on these names):
                            (data-dependent ones are filled in from the dataset, see train/models.py)
   model.latent_dim         latent dimension d, z ~ N(0, I_d)
   model.energy_floor       None, or E -> relu(E - floor) + floor (reference: -10)
+  model.base_objective     'kale' (KALE base step) or 'mle' (flow generators only: maximum
+                           likelihood of the flow; see configs/tabular_default.py)
   train.num_steps          base (generator) steps; the run's step counter
   train.batch_size         GLOBAL batch (data and latents), divided over all devices
   train.n_critic           energy steps before each base step ...
@@ -70,6 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.energy_kwargs = ml_collections.ConfigDict(
         dict(hidden=128, depth=3, activation="leaky_relu"))
     config.model.energy_floor = config_dict.placeholder(float)  # None: no floor
+    config.model.base_objective = "kale"
 
     config.train = ml_collections.ConfigDict()
     config.train.num_steps = 1000

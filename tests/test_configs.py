@@ -40,7 +40,7 @@ def test_every_config_is_valid_and_has_the_shared_keys(name):
 def test_variants_build_on_default(name):
     """Variants import default.py (directly or through another variant) and keep its layout."""
     source = open(os.path.join(REPO, "configs", f"{name}.py")).read()
-    assert re.search(r"from configs import .*\b(default|ring)\b", source)
+    assert re.search(r"from configs import .*\b(default|ring|tabular_default)\b", source)
     variant = importlib.import_module(f"configs.{name}").get_config()
     base = default_config.get_config()
     for section in ("model", "train", "optim", "sampler", "eval"):

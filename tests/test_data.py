@@ -23,7 +23,8 @@ def take(iterator, count):
 def test_registry_names():
     assert data.EMBEDDED_DATASETS == ("sphere3d", "ring", "grid", "digits")
     assert set(data.DATASETS) == set(data.EMBEDDED_DATASETS) | {
-        "cifar10", "celeb_a", "downsampled_imagenet/32x32", "lsun/bedroom"}
+        "cifar10", "celeb_a", "downsampled_imagenet/32x32", "lsun/bedroom"} | {
+        "redwine", "whitewine", "parkinsons", "hepmass", "miniboone", "gaussian_mixture"}
 
 
 @pytest.mark.parametrize("name", data.EMBEDDED_DATASETS)

@@ -24,6 +24,11 @@ time): 'cifar10', 'celeb_a', 'downsampled_imagenet/32x32', 'lsun/bedroom'. Each 
 and shuffles its own shard, so for these the global batch is the processes' batches side by
 side (the usual multi-host pattern) rather than rows of one single-process stream.
 
+Tabular sets (kale_jax.data.tabular; vectors, splits 'train' / 'valid' / 'test', fixed by
+data.split_seed): 'redwine', 'whitewine', 'parkinsons', 'hepmass', 'miniboone' read from
+data.data_dir (DataError naming the file if missing), and the embedded 'gaussian_mixture' with a
+known density. `full_split` returns a whole split (for exact held-out likelihoods).
+
 Per-dataset config keys (all optional):
     ring:   data.radius (2.0), data.std (0.02)
     grid:   data.std (0.05)
@@ -37,7 +42,7 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
-from kale_jax.data import batching, digits, sphere3d, tfds_images, toys
+from kale_jax.data import batching, digits, sphere3d, tabular, tfds_images, toys
 
 SPLITS = ("train", "test")  # the splits of the embedded sets
 
@@ -113,6 +118,31 @@ for _name in tfds_images.DATASETS:
     _REGISTRY[_name] = _Dataset(_tfds_info, tfds_images.train_batches, tfds_images.eval_examples,
                                 splits=tuple(dict.fromkeys(
                                     ("train", "test") + tfds_images.IMAGE_SETS[_name].splits)))
+
+
+def _tabular_info(data_config):
+    return DatasetInfo(data_config.get("name"), (tabular.load(data_config).train.shape[1],),
+                       "vector")
+
+
+def _tabular_train(data_config, **kwargs):
+    return batching.finite_train_batches(tabular.split(data_config, "train"), **kwargs)
+
+
+def _tabular_eval(data_config, *, split, num_examples, seed):
+    examples = tabular.split(data_config, split)
+    if num_examples > examples.shape[0]:
+        raise ValueError(f"num_examples must be <= {examples.shape[0]} (the size of the "
+                         f"{data_config.get('name')!r} {split!r} split), got {num_examples}; "
+                         "lower config.eval.num_heldout / num_samples.")
+    return batching.finite_eval_examples(examples, num_examples=num_examples, seed=seed)
+
+
+for _name in tabular.NAMES:
+    # Tabular sets (kale_jax.data.tabular): the five UCI sets read from data.data_dir and the
+    # embedded 'gaussian_mixture'; epoch-shuffled like digits, splits train / valid / test.
+    _REGISTRY[_name] = _Dataset(_tabular_info, _tabular_train, _tabular_eval,
+                                splits=tabular.SPLITS)
 DATASETS: tuple[str, ...] = tuple(_REGISTRY)
 
 
@@ -181,4 +211,14 @@ def eval_examples(data_config: Mapping[str, Any], *, split: str = "test", num_ex
                                  seed=int(seed))
 
 
-__all__ = ["DATASETS", "EMBEDDED_DATASETS", "DatasetInfo", "SPLITS", "eval_examples", "get_info", "train_batches"]
+def full_split(data_config: Mapping[str, Any], split: str) -> np.ndarray:
+    """Every example of `split` of a tabular set ('train', 'valid' or 'test'), float32 (N, D).
+
+    ValueError for sets without fixed splits (use eval_examples)."""
+    name = data_config.get("name", None)
+    if name not in tabular.NAMES:
+        raise ValueError(f"full_split needs a tabular set {tabular.NAMES}, got {name!r}.")
+    return tabular.split(data_config, split)
+
+
+__all__ = ["DATASETS", "full_split", "EMBEDDED_DATASETS", "DatasetInfo", "SPLITS", "eval_examples", "get_info", "train_batches"]

@@ -5,7 +5,8 @@
     images = generator.apply(variables, z, train=False)             # (N, 32, 32, 3) in [-1, 1]
     images, updates = generator.apply(variables, z, train=True, mutable=['batch_stats'])
 
-Names: 'dcgan', 'sngan', 'resnet' (images, NHWC, image_size 32 or 64) and 'mlp' (vectors).
+Names: 'dcgan', 'sngan', 'resnet' (images, NHWC, image_size 32 or 64) and 'mlp' (vectors);
+generators also 'realnvp' and 'maf' (normalizing flows on vectors with exact log_prob, flows.py).
 Generators map z (N, latent_dim) to samples; energies map samples (N, ...) to (N,) float32.
 All mutable state (BatchNorm averages, spectral-norm power-iteration vectors) is in the
 'batch_stats' collection; train=False reads it and updates nothing.
@@ -27,6 +28,7 @@ import flax.linen as nn
 import jax
 
 from kale_jax.networks import common
+from kale_jax.networks.flows import MAF, RealNVP, is_flow
 from kale_jax.networks.conv import DCGANEnergy, DCGANGenerator, SNGANEnergy, SNGANGenerator
 from kale_jax.networks.mlp import MLPEnergy, MLPGenerator
 from kale_jax.networks.resnet import ResNetEnergy, ResNetGenerator
@@ -36,6 +38,8 @@ GENERATORS = {
     "sngan": SNGANGenerator,
     "resnet": ResNetGenerator,
     "mlp": MLPGenerator,
+    "realnvp": RealNVP,
+    "maf": MAF,
 }
 ENERGIES = {
     "dcgan": DCGANEnergy,
@@ -46,9 +50,13 @@ ENERGIES = {
 GENERATOR_NAMES: Tuple[str, ...] = tuple(GENERATORS)
 ENERGY_NAMES: Tuple[str, ...] = tuple(ENERGIES)
 IMAGE_NETWORK_NAMES: Tuple[str, ...] = ("dcgan", "sngan", "resnet")
+# Generators with an exact density (flows.py): latent_dim = data dim, extra methods
+# 'forward', 'inverse', 'log_prob', 'sample'.
+FLOW_NAMES: Tuple[str, ...] = ("realnvp", "maf")
 
 __all__ = [
     "GENERATORS", "ENERGIES", "GENERATOR_NAMES", "ENERGY_NAMES", "IMAGE_NETWORK_NAMES",
+    "FLOW_NAMES", "RealNVP", "MAF", "is_flow",
     "get_generator", "get_energy", "supported_image_sizes", "module_attributes",
     "init_variables", "count_parameters",
     "DCGANGenerator", "DCGANEnergy", "SNGANGenerator", "SNGANEnergy",

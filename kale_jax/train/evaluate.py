@@ -14,6 +14,8 @@ Metrics (names as written to metrics.jsonl):
                      examples and base / GEBM samples, on one fixed Gaussian-mixture kernel whose
                      bandwidths come from held-out data alone (median heuristic x (0.5, 1, 2)), so
                      the two numbers are comparable; smaller is closer to the data
+  flow bases only:   valid_nll, test_nll, base_/gebm_{valid,test}_nll, log_z, log_z_stderr, ...
+                     (kale_jax.train.density: exact held-out likelihoods)
   ring / grid only:  {base,gebm}_share_within_3std and {base,gebm}_modes_covered
                      (kale_jax.data.toys.mode_statistics)
 Pictures go to WORKDIR/samples/: base_<step>.png and gebm_<step>.png image grids for image data,
@@ -71,6 +73,8 @@ class Evaluator:
         sampler = tuple(sorted((k, v) for k, v in config.sampler.to_dict().items()
                                if k in _SAMPLER_KEYS and v is not None))
         self._evaluate = _compiled_evaluate(spec, sampler, num_samples)
+        from kale_jax.train import density  # pylint: disable=g-import-not-at-top
+        self.density = density.DensityMetrics.maybe(config, spec)  # flow bases: likelihoods
 
     def __call__(self, state: TrainState, step: int) -> Dict[str, float]:
         """Metrics of `state` (one copy, on one device) at base step `step`; writes pictures."""
@@ -88,6 +92,8 @@ class Evaluator:
             for name, samples in (("base", base_samples), ("gebm", gebm_samples)):
                 for k, v in toys.mode_statistics(samples, centres, std).items():
                     result[f"{name}_{k}"] = float(v)
+        if self.density is not None:
+            result.update(self.density(state))
         if self.write_pictures:
             self._pictures(step, base_samples, gebm_samples)
         return result

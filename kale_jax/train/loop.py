@@ -52,7 +52,7 @@ def step_spec(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> step
     generator, energy = models.build(config, info)
     floor = config.model.energy_floor
     return steps.StepSpec(
-        generator=generator, energy=energy, latent_dim=config.model.latent_dim,
+        generator=generator, energy=energy, latent_dim=models.latent_dim(config, info),
         global_batch_size=config.train.batch_size, criterion=config.train.criterion,
         penalty=config.train.penalty, penalty_weight=float(config.train.penalty_weight),
         energy_floor=None if floor is None else float(floor),
@@ -63,7 +63,8 @@ def step_spec(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> step
 # them, so a second run in the same process (a resume, a notebook) does not recompile.
 @functools.lru_cache(maxsize=None)
 def _wrapped_step(kind: str, devices: tuple, spec: steps.StepSpec, which: str) -> Callable:
-    step = {"energy": steps.energy_step, "base": steps.base_step}[which]
+    step = {"energy": steps.energy_step, "base": steps.base_step,
+            "base_mle": steps.mle_base_step}[which]
     return parallel.DataParallel(kind, devices).wrap(functools.partial(step, spec),
                                                      batch_axes=(0,))
 
@@ -124,8 +125,10 @@ class Trainer:
         return _wrapped_step(*self._cache_key, "energy")
 
     def base_step_fn(self) -> Callable:
-        """The compiled base step: (state, sharded batch) -> (state, metrics)."""
-        return _wrapped_step(*self._cache_key, "base")
+        """The compiled base step: (state, sharded batch) -> (state, metrics); the maximum-
+        likelihood step for config.model.base_objective='mle'."""
+        mle = self.config.model.get("base_objective", "kale") == "mle"
+        return _wrapped_step(*self._cache_key, "base_mle" if mle else "base")
 
     def run_iteration(self, state: TrainState, base_step: int, batches) -> tuple:
         """schedule.energy_steps_before(base_step) energy steps, then base step `base_step`.

@@ -17,6 +17,7 @@ import jax
 import ml_collections
 
 from kale_jax import data, networks
+from kale_jax.errors import ConfigError
 from kale_jax.train.parallel import AXIS_NAME
 
 
@@ -31,6 +32,8 @@ class ReshapedGenerator(nn.Module):
 
 def _kwargs(name: str, kwargs: dict, info: data.DatasetInfo, role: str) -> dict:
     kwargs = dict(kwargs)
+    if name in networks.FLOW_NAMES:
+        return _flow_kwargs(name, kwargs, info)
     if name == "mlp":
         if role == "generator":
             kwargs.setdefault("output_dim", math.prod(info.shape))
@@ -43,10 +46,34 @@ def _kwargs(name: str, kwargs: dict, info: data.DatasetInfo, role: str) -> dict:
     return kwargs
 
 
+def _flow_kwargs(name: str, kwargs: dict, info: data.DatasetInfo) -> dict:
+    """A flow generator models vectors and its dimension is the data's (filled in here)."""
+    if info.kind != "vector" or len(info.shape) != 1:
+        raise ConfigError(f"config.model.generator={name!r} is a flow on vectors but data "
+                          f"{info.name!r} has examples of shape {info.shape}")
+    kwargs.setdefault("dim", info.shape[0])
+    if kwargs["dim"] != info.shape[0]:
+        raise ConfigError(f"config.model.generator_kwargs.dim={kwargs['dim']} must equal the "
+                          f"data dimension {info.shape[0]} of {info.name!r} for a flow")
+    return kwargs
+
+
+def latent_dim(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> int:
+    """config.model.latent_dim; for a flow generator None means the data dimension."""
+    if config.model.latent_dim is None and config.model.generator in networks.FLOW_NAMES:
+        return math.prod(info.shape)
+    return config.model.latent_dim
+
+
 def build(config: ml_collections.ConfigDict,
           info: data.DatasetInfo) -> Tuple[nn.Module, nn.Module]:
     """(generator, energy) Linen modules for config.model on data described by `info`."""
     model = config.model
+    if (model.generator in networks.FLOW_NAMES and model.latent_dim is not None
+            and model.latent_dim != math.prod(info.shape)):
+        raise ConfigError(f"config.model.latent_dim={model.latent_dim} must equal the data "
+                          f"dimension {math.prod(info.shape)} of {info.name!r} for the flow "
+                          f"generator {model.generator!r}")
     generator = networks.get_generator(
         model.generator, axis_name=AXIS_NAME,
         **_kwargs(model.generator, model.generator_kwargs.to_dict()

@@ -214,6 +214,33 @@ def base_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainState, 
     return new_state, metrics
 
 
+def mle_base_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainState, Metrics]:
+    """One maximum-likelihood update of a flow base (per device), the baseline to the KALE step
+    (config.model.base_objective='mle'; the loop picks it, so a KALE and an MLE run of one
+    config share every other compiled step).
+
+    Minimises the global batch's mean negative log-likelihood -mean log g(x) of the data under
+    the flow (networks.flows); every device holds an equal share of the batch, so the pmean of
+    the per-device gradients is the global-batch gradient. The energy is not involved.
+
+    Args, returns: as base_step; metrics 'base_loss' (the batch NLL, nats per example).
+    """
+    def loss_fn(generator_params):
+        log_g = spec.generator.apply(variables(generator_params, state.generator_state), x,
+                                     method="log_prob")
+        return -jnp.mean(log_g)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.generator_params)
+    grads = parallel.pmean(grads)
+    updates, opt_state = spec.base_tx.update(grads, state.base_opt_state, state.generator_params)
+    new_state = state.replace(
+        generator_params=optax.apply_updates(state.generator_params, updates),
+        base_opt_state=opt_state,
+        base_step=state.base_step + 1,
+    )
+    return new_state, {"base_loss": parallel.pmean(loss), "log_partition": state.log_partition}
+
+
 def loss_value(spec: StepSpec, e_data: Array, e_fake: Array) -> Array:
     """The base loss for given energies (for reporting)."""
     if spec.criterion == "kale":

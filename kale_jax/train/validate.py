@@ -64,6 +64,28 @@ def _in_open_unit(config, key: str) -> None:
         raise ConfigError(f"config.{key}={value!r} must be in [0, 1)")
 
 
+BASE_OBJECTIVES = ("kale", "mle")
+
+
+def _validate_base_objective(config) -> None:
+    """config.model.base_objective: 'kale' (default when absent) or 'mle' (flow bases only)."""
+    from kale_jax import networks  # pylint: disable=g-import-not-at-top
+
+    objective = config.model.get("base_objective", "kale")
+    if objective not in BASE_OBJECTIVES:
+        raise ConfigError(f"config.model.base_objective={objective!r} is not one of "
+                          f"{BASE_OBJECTIVES}")
+    if objective == "mle" and config.model.generator not in networks.FLOW_NAMES:
+        raise ConfigError(f"config.model.base_objective='mle' needs a flow generator "
+                          f"(config.model.generator in {networks.FLOW_NAMES}), got "
+                          f"{config.model.generator!r}")
+    if objective == "mle" and config.train.criterion != "kale":
+        raise ConfigError(f"config.model.base_objective='mle' trains the energy with KALE; set "
+                          f"config.train.criterion='kale' (got {config.train.criterion!r})")
+    if "nll_base_samples" in config.eval:
+        _positive_int(config, "eval.nll_base_samples", minimum=2)
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = None) -> None:
     """Raises ConfigError (a ValueError) on the first bad setting of a training config.
 
@@ -87,13 +109,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     _choice(config, "data.name", data.DATASETS)
     _choice(config, "model.generator", networks.GENERATOR_NAMES)
     _choice(config, "model.energy", networks.ENERGY_NAMES)
-    _positive_int(config, "model.latent_dim")
+    if not (_get(config, "model.latent_dim") is None
+            and config.model.generator in networks.FLOW_NAMES):  # None: a flow's data dimension
+        _positive_int(config, "model.latent_dim")
     floor = _get(config, "model.energy_floor")
     if floor is not None and not isinstance(floor, numbers.Real):
         raise ConfigError(f"config.model.energy_floor={floor!r} must be None or a number")
     for key in ("model.generator_kwargs", "model.energy_kwargs"):
         if not hasattr(_get(config, key), "items"):
             raise ConfigError(f"config.{key}={_get(config, key)!r} must be a dict")
+
+    _validate_base_objective(config)
 
     _choice(config, "train.criterion", kale.CRITERIA)
     _choice(config, "train.penalty", kale.PENALTIES)
