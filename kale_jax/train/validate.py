@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 import ml_collections
 
 from kale_jax import hmc, kale
-from kale_jax.errors import CheckpointError, ConfigError
+from kale_jax.errors import CheckpointError, ConfigError, DataError
 from kale_jax.train.parallel import PARALLEL_KINDS
 
 # Config entries that fix a checkpoint's structure or meaning: a run resuming it must keep them
@@ -175,7 +175,7 @@ def _networks_fit_data(config) -> None:
     from kale_jax.train import models  # pylint: disable=g-import-not-at-top
     try:
         info = data.get_info(config.data)
-    except ConfigError:
+    except (ConfigError, DataError):
         raise
     except ValueError as error:  # the data modules name their keys 'data.<key>'
         message = str(error)
