@@ -196,7 +196,6 @@ def _read_train_seconds(workdir: str) -> Optional[float]:
 
 
 def _generate(spec, generator_variables, z):
-    from kale_jax import latent  # pylint: disable=g-import-not-at-top
     return _jit_generate(spec)(generator_variables, z)
 
 

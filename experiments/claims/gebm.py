@@ -291,8 +291,11 @@ def _sampler_curves(trained, metric: Callable, *, num: int, budget: int, thin: i
     evaluations per chain. Chains start at z ~ N(0, I) (the base's samples), the same for all.
     """
     key = jax.random.PRNGKey(seed + 21)
-    s_mala = _adapted_step(trained, jax.random.fold_in(key, 1), num, "mala", adapt)
-    h_hmc = _adapted_step(trained, jax.random.fold_in(key, 2), num, "hmc", adapt)
+    if adapt:
+        s_mala = _adapted_step(trained, jax.random.fold_in(key, 1), num, "mala", adapt)
+        h_hmc = _adapted_step(trained, jax.random.fold_in(key, 2), num, "hmc", adapt)
+    else:  # --tiny: the config's step size (two compilations fewer)
+        s_mala = h_hmc = float(trained.config.sampler.step_size)
     curves = {"step_sizes": {"ula": s_mala, "mala": s_mala, "hmc": h_hmc, "kla": h_hmc},
               "hmc_leapfrog_steps": HMC_LEAPFROG, "friction_kla": 1.0,
               "gradient_budget": budget, "num_chains": num}
@@ -321,7 +324,7 @@ def _sampler_curves(trained, metric: Callable, *, num: int, budget: int, thin: i
 
 def samplers(*, tiny: bool, out: str, workdir: str, seed: int, log: Callable):
     from kale_jax.data import toys  # pylint: disable=g-import-not-at-top
-    budget, thin, adapt = (6, 2, 3) if tiny else (500, 25, 100)
+    budget, thin, adapt = (10, 5, 0) if tiny else (500, 25, 100)
     results = {}
     for name in ("sphere3d", "ring"):
         trained = train(name, tiny=tiny, workdir=workdir, log=log)

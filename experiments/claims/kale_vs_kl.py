@@ -17,7 +17,6 @@ with its Monte-Carlo standard error by the delta method.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, Dict
 
 import jax
@@ -115,6 +114,17 @@ def score(key, params, a, mu, chol, *, kind: str, d: int, num_samples: int):
             "standard_error": jnp.sqrt(var)}
 
 
+@functools.partial(jax.jit, static_argnames=("kind", "d", "num_steps", "batch_size",
+                                             "num_samples"))
+def train_and_score(key, mu, chol, *, kind: str, d: int, num_steps: int, batch_size: int,
+                    num_samples: int):
+    """train_energy then score on fresh samples, in one compilation."""
+    params, a, losses = train_energy(key, mu, chol, kind=kind, d=d, num_steps=num_steps,
+                                     batch_size=batch_size)
+    return score(jax.random.fold_in(key, 1), params, a, mu, chol, kind=kind, d=d,
+                 num_samples=num_samples), losses
+
+
 def run(*, tiny: bool, seed: int = 0, log: Callable[[str], None] = print) -> Dict[str, Any]:
     dims = (2,) if tiny else (1, 2, 4, 8, 16, 32, 64)
     num_steps = 50 if tiny else 3000
@@ -126,11 +136,9 @@ def run(*, tiny: bool, seed: int = 0, log: Callable[[str], None] = print) -> Dic
         chol = np.linalg.cholesky(sigma)
         for kind in CLASSES:
             key = jax.random.fold_in(jax.random.PRNGKey(seed), d * 10 + CLASSES.index(kind))
-            params, a, losses = train_energy(key, mu, chol, kind=kind, d=d, num_steps=num_steps,
-                                             batch_size=batch_size)
-            s = {k: float(v) for k, v in score(jax.random.fold_in(key, 1), params, a, mu, chol,
-                                                 kind=kind, d=d,
-                                                 num_samples=num_samples).items()}
+            s, losses = train_and_score(key, mu, chol, kind=kind, d=d, num_steps=num_steps,
+                                        batch_size=batch_size, num_samples=num_samples)
+            s = {k: float(v) for k, v in s.items()}
             closed = {"quadratic": kl, "linear": 0.5 * float(mu @ mu), "mlp": None}[kind]
             est, se = s["kale_dv"], s["standard_error"]
             row = {"dim": d, "energy_class": kind, "kl": kl, "kale_closed_form": closed,

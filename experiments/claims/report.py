@@ -91,7 +91,8 @@ def main(path: str) -> None:
                            f"{_g(section['mmd_true_base'])}.")
         elif claim == "modes":
             out += ["| data | MMD² noise | MMD² base | MMD² GEBM | true within 3 std | base | GEBM "
-                    "| modes base / GEBM | MCMC acc. |", "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+                    "| modes base / GEBM | MCMC acc. |",
+                    "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
             out += [evaluation_rows(n, section[n], extra=True) for n in ("ring", "grid")]
         elif claim == "samplers":
             out += ["| data | metric | kernel | step size | acceptance | metric at 0 | "
