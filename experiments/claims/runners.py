@@ -1,0 +1,96 @@
+"""Dispatch of the claims binary: runs one claim, writes its section and figures."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable, Dict
+
+from absl import logging
+
+from experiments.claims import common
+from kale_jax.errors import DataError
+
+FLOWS_FILE = "flows.json"
+FLOWS_KEYS = ("nll_flow_mle", "nll_gebm_flow", "nll_true")
+
+
+def _log(message: str) -> None:
+    logging.info(message)
+    print(message, flush=True)
+
+
+def fold_flows(out: str) -> bool:
+    """Copies OUT/flows.json into claims.json under "flows"; returns whether the file existed.
+
+    Expected format: a flat JSON object {"nll_flow_mle": float, "nll_gebm_flow": float,
+    "nll_true": float, ...} (more keys are kept; values must be numbers, strings or booleans).
+    """
+    path = os.path.join(out, FLOWS_FILE)
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path) as f:
+            flows = json.load(f)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path} is not valid JSON ({error}); rewrite it with the flow "
+                        "experiment") from error
+    if not isinstance(flows, dict):
+        raise DataError(f"{path} must hold a flat JSON object such as "
+                        '{"nll_flow_mle": 1.2, "nll_gebm_flow": 1.1, "nll_true": 1.0}, got '
+                        f"{type(flows).__name__}")
+    nested = sorted(k for k, v in flows.items() if isinstance(v, (dict, list)))
+    if nested:
+        raise DataError(f"{path} must be flat (numbers, strings, booleans); keys {nested} hold "
+                        "objects or lists")
+    missing = [k for k in FLOWS_KEYS if k not in flows]
+    if missing:
+        raise DataError(f"{path} lacks the keys {missing}; expected at least {list(FLOWS_KEYS)}")
+    common.update_results(out, "flows", {**flows, "source": FLOWS_FILE})
+    return True
+
+
+def _kale_vs_kl(tiny, out, workdir, seed, started) -> Dict[str, Any]:
+    del workdir
+    from experiments.claims import kale_vs_kl  # pylint: disable=g-import-not-at-top
+    result = kale_vs_kl.run(tiny=tiny, seed=seed, log=_log)
+    result["figures"] = [os.path.basename(kale_vs_kl.figure(
+        result, os.path.join(out, "kale_vs_kl.png")))]
+    return {**common.section_header("kale_vs_kl", tiny, started, kale_vs_kl.PAPER_CLAIM),
+            **result}
+
+
+def _gebm_claim(name: str) -> Callable:
+    def run_claim(tiny, out, workdir, seed, started):
+        from experiments.claims import gebm  # pylint: disable=g-import-not-at-top
+        paper_claim, result = getattr(gebm, name)(tiny=tiny, out=out, workdir=workdir,
+                                                  seed=seed, log=_log)
+        return {**common.section_header(name, tiny, started, paper_claim), **result}
+    return run_claim
+
+
+_RUNNERS = {"kale_vs_kl": _kale_vs_kl, "sphere3d": _gebm_claim("sphere3d"),
+            "modes": _gebm_claim("modes"), "digits": _gebm_claim("digits"),
+            "samplers": _gebm_claim("samplers"), "gan": _gebm_claim("gan")}
+
+
+def run(claim: str, *, tiny: bool, out: str, workdir: str, seed: int,
+        started: float | None = None) -> Dict[str, Any]:
+    """Runs `claim`, writes its section of OUT/claims.json; returns the whole file's content."""
+    started = time.monotonic() if started is None else started
+    os.makedirs(out, exist_ok=True)
+    if claim == "flows":
+        if not fold_flows(out):
+            raise DataError(f"{os.path.join(out, FLOWS_FILE)} does not exist; the flow-base "
+                            "experiment writes it (flat JSON with keys "
+                            f"{list(FLOWS_KEYS)})")
+        return common.read_results(out)
+    section = _RUNNERS[claim](tiny, out, workdir, seed, started)
+    section["seconds"] = round(time.monotonic() - started, 1)
+    # CPU time of this process (all threads): on a machine shared with other jobs the wall time
+    # overstates the cost; on 2 dedicated cores the wall time is at least cpu_seconds / 2.
+    section["cpu_seconds"] = round(time.process_time(), 1)
+    results = common.update_results(out, claim, section)
+    if fold_flows(out):
+        results = common.read_results(out)
+    return results
