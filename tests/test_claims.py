@@ -111,7 +111,8 @@ def _binary(*args, cwd=ROOT):
 
 
 def test_flows_json_is_folded_in(tmp_path):
-    flows = {"nll_flow_mle": 1.25, "nll_gebm_flow": 1.2, "nll_true": 1.1, "dataset": "x"}
+    flows = {"true_test_nll": 1.1, "mle_flow_test_nll": 1.25, "mle_gebm_test_nll": 1.2,
+             "kale_gebm_test_nll": 1.3, "dataset": "x"}
     (tmp_path / "flows.json").write_text(json.dumps(flows))
     (tmp_path / "claims.json").write_text(json.dumps({"kale_vs_kl": {"kept": 1}}))
     proc = _binary("--claim=flows", f"--out={tmp_path}")
@@ -123,8 +124,8 @@ def test_flows_json_is_folded_in(tmp_path):
 
 @pytest.mark.parametrize("content, fragment", [
     (None, "does not exist"),
-    ('{"nll_flow_mle": 1.0}', "lacks the keys"),
-    ('{"nll_flow_mle": 1, "nll_gebm_flow": 1, "nll_true": {"a": 1}}', "must be flat"),
+    ('{"true_test_nll": 1.0}', "lacks the keys"),
+    ('{"true_test_nll": 1, "mle_flow_test_nll": {"a": 1}}', "must be flat"),
     ("[1, 2", "not valid JSON"),
 ])
 def test_bad_flows_json_is_one_line(tmp_path, content, fragment):

@@ -14,9 +14,9 @@ scale setting (tests/test_claims.py). Trained GEBMs go to WORKDIR/<claim>_<data>
 workdirs/claims) and are reused by later claims when present (e.g. --claim=samplers reads the
 sphere3d and ring runs).
 
-Every claim also folds OUT/flows.json (written by the flow-base experiment) into claims.json
-under "flows" when that file exists; its expected format is a flat JSON object
-{"nll_flow_mle": float, "nll_gebm_flow": float, "nll_true": float, ...}.
+Every claim also folds OUT/flows.json (written by `python -m experiments.flows_vs_mle`) into
+claims.json under "flows" when that file exists: a flat JSON object with at least the test NLLs
+true_test_nll, mle_flow_test_nll, mle_gebm_test_nll and kale_gebm_test_nll (nats per example).
 """
 import logging as std_logging
 import time

@@ -12,7 +12,7 @@ from experiments.claims import common
 from kale_jax.errors import DataError
 
 FLOWS_FILE = "flows.json"
-FLOWS_KEYS = ("nll_flow_mle", "nll_gebm_flow", "nll_true")
+FLOWS_KEYS = ("true_test_nll", "mle_flow_test_nll", "mle_gebm_test_nll", "kale_gebm_test_nll")
 
 
 def _log(message: str) -> None:
@@ -23,8 +23,9 @@ def _log(message: str) -> None:
 def fold_flows(out: str) -> bool:
     """Copies OUT/flows.json into claims.json under "flows"; returns whether the file existed.
 
-    Expected format: a flat JSON object {"nll_flow_mle": float, "nll_gebm_flow": float,
-    "nll_true": float, ...} (more keys are kept; values must be numbers, strings or booleans).
+    Expected format: the flat JSON object `python -m experiments.flows_vs_mle` writes, with at
+    least FLOWS_KEYS (test NLLs in nats per example); more keys are kept; values must be
+    numbers, strings or booleans.
     """
     path = os.path.join(out, FLOWS_FILE)
     if not os.path.exists(path):
@@ -37,7 +38,7 @@ def fold_flows(out: str) -> bool:
                         "experiment") from error
     if not isinstance(flows, dict):
         raise DataError(f"{path} must hold a flat JSON object such as "
-                        '{"nll_flow_mle": 1.2, "nll_gebm_flow": 1.1, "nll_true": 1.0}, got '
+                        '{"true_test_nll": 3.9, "mle_flow_test_nll": 4.1, ...}, got '
                         f"{type(flows).__name__}")
     nested = sorted(k for k, v in flows.items() if isinstance(v, (dict, list)))
     if nested:
