@@ -62,6 +62,12 @@ def validate_sample_config(config) -> None:
         raise ConfigError(f"config.sample.record_every={s.record_every} must divide "
                           f"config.sampler.num_steps={num_steps}; e.g. "
                           f"--config.sample.record_every={math.gcd(num_steps, s.record_every)}")
+    from kale_jax import hmc  # pylint: disable=g-import-not-at-top
+    adaptation = config.sampler.get("num_adaptation_steps")
+    if adaptation and config.sampler.kernel not in hmc.ADAPTIVE_KERNELS:
+        raise ConfigError(f"config.sampler.num_adaptation_steps={adaptation} but kernel "
+                          f"{config.sampler.kernel!r} has no step-size adaptation (only "
+                          f"{hmc.ADAPTIVE_KERNELS}); add --config.sampler.num_adaptation_steps=0")
     try:
         _sampler_spec(config).validate()
     except ValueError as error:

@@ -60,6 +60,9 @@ def runs(env, tmp_path_factory):
                        "--config.sample.record_every=3"],
         "no_checkpoint": ["experiments.sample", f"--config={CONFIG}",
                           f"--workdir={root / 'empty'}"],
+        "kla_adaptation": ["experiments.sample", f"--config={CONFIG}", f"--workdir={workdir}",
+                           "--config.sampler.kernel=kla",
+                           "--config.sampler.num_adaptation_steps=5"],
     }
     processes = {name: _start(args, env) for name, args in commands.items()}
     yield workdir, {name: _finish(p) for name, p in processes.items()}
@@ -107,7 +110,8 @@ def test_one_line_errors(runs):
     _, results = runs
     for name, expected in (("wrong_latent", "config.model"),
                            ("bad_record", "config.sample.record_every=3 must divide"),
-                           ("no_checkpoint", "no checkpoints in")):
+                           ("no_checkpoint", "no checkpoints in"),
+                           ("kla_adaptation", "num_adaptation_steps=0")):
         code, _, err = results[name]
         assert code == 2, (name, err[-2000:])
         lines = [line for line in err.splitlines() if line.startswith("error: ")]
