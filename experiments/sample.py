@@ -234,7 +234,7 @@ def run(config, workdir, outdir=None, step=None):
     num_records = len(steps)
     energy_sum = np.zeros(num_records)
     acceptance_sum = np.zeros(num_records)
-    base_energies, nonfinite = [], 0
+    base_energies, nonfinite, step_sizes = [], 0, []
     mmd_samples = [[] for _ in steps]
     running = [statistics.RunningStatistics(keep=s.kid_subset_size * 4) for _ in steps]
     grid = gif = None
@@ -246,6 +246,7 @@ def run(config, workdir, outdir=None, step=None):
         acceptance_sum += np.nan_to_num(chunk.acceptance).sum(axis=1)
         base_energies.append(chunk.energy[0])
         nonfinite += int(chunk.num_nonfinite.sum())
+        step_sizes.append(chunk.step_size)
         # The first num_grid / num_gif_chains chains, gathered over chunks.
         grid = _append(grid, chunk.samples[[0, -1]], s.num_grid)
         gif = _append(gif, chunk.samples, s.num_gif_chains)
@@ -298,6 +299,7 @@ def run(config, workdir, outdir=None, step=None):
         **results_kale,
         "acceptance_rate": float(np.mean(acceptance[1:])) if num_records > 1 else None,
         "num_nonfinite": nonfinite, "fid_enabled": extractor is not None,
+        "final_step_size": float(np.mean(np.concatenate(step_sizes))),
         "sampling_seconds": sampling_seconds,
         "latents_per_second": n / sampling_seconds if sampling_seconds else None,
         "seconds": time.monotonic() - started,

@@ -130,6 +130,8 @@ class Chunk(NamedTuple):
       acceptance: (R, n) fraction of accepted proposals in the block of steps ending at each
         record (NaN at record 0).
       num_nonfinite: (n,) rejected non-finite proposals per chain (warm-up included).
+      step_size: (n,) step size of the last MCMC step (after any adaptation); NaN for 'imh' or
+        num_steps = 0.
     """
     start: int
     steps: np.ndarray
@@ -137,6 +139,7 @@ class Chunk(NamedTuple):
     energy: np.ndarray
     acceptance: np.ndarray
     num_nonfinite: np.ndarray
+    step_size: Optional[np.ndarray] = None
 
 
 class Sampler:
@@ -199,7 +202,8 @@ class Sampler:
             yield Chunk(start=start, steps=self.spec.record_steps,
                         samples=out["samples"][:, :keep], energy=out["energy"][:, :keep],
                         acceptance=out["acceptance"][:, :keep],
-                        num_nonfinite=out["num_nonfinite"][:keep])
+                        num_nonfinite=out["num_nonfinite"][:keep],
+                        step_size=out["step_size"][:keep])
 
     def draw(self, key: Array, generator_variables: Mapping[str, Any],
              energy_variables: Mapping[str, Any], num_samples: int) -> Chunk:
@@ -209,7 +213,8 @@ class Sampler:
                      samples=np.concatenate([p.samples for p in parts], axis=1),
                      energy=np.concatenate([p.energy for p in parts], axis=1),
                      acceptance=np.concatenate([p.acceptance for p in parts], axis=1),
-                     num_nonfinite=np.concatenate([p.num_nonfinite for p in parts]))
+                     num_nonfinite=np.concatenate([p.num_nonfinite for p in parts]),
+                     step_size=np.concatenate([p.step_size for p in parts]))
 
 
 def sample_chunks(key: Array, model: Model, spec: SamplerSpec,
@@ -242,7 +247,7 @@ def _compiled_chunk(model: Model, spec: SamplerSpec, devices: tuple, record_samp
     mapped = jax.shard_map(
         body, mesh=mesh, in_specs=(PartitionSpec(), chains, PartitionSpec(), PartitionSpec()),
         out_specs={"samples": records, "energy": records, "acceptance": records,
-                   "num_nonfinite": chains},
+                   "num_nonfinite": chains, "step_size": chains},
         check_vma=False)
     return jax.jit(mapped)
 
@@ -261,6 +266,7 @@ def _chunk(model: Model, spec: SamplerSpec, record_samples: bool, key_data: Arra
         positions = z0[None]
         acceptance = jnp.full((1, z0.shape[0]), jnp.nan, jnp.float32)
         nonfinite = jnp.zeros((z0.shape[0],), jnp.int32)
+        step_size = jnp.full((z0.shape[0],), jnp.nan, jnp.float32)
     else:
         potential = latent.potential(model.generator, model.energy, generator_variables,
                                      energy_variables, beta=spec.beta,
@@ -276,6 +282,8 @@ def _chunk(model: Model, spec: SamplerSpec, record_samples: bool, key_data: Arra
             [jnp.full((1, z0.shape[0]), jnp.nan, jnp.float32),
              result.trace_acceptance.astype(jnp.float32)], axis=0)
         nonfinite = result.num_nonfinite
+        step_size = (jnp.full((z0.shape[0],), jnp.nan, jnp.float32) if result.step_size is None
+                     else jnp.broadcast_to(result.step_size, (z0.shape[0],)).astype(jnp.float32))
     assert positions.shape[0] == num_records
     if record_samples:
         samples = jax.lax.map(generate, positions)  # one record at a time: bounded memory
@@ -284,4 +292,4 @@ def _chunk(model: Model, spec: SamplerSpec, record_samples: bool, key_data: Arra
         energies = jax.lax.map(lambda z: energy(generate(z)), positions)
         samples = jax.lax.map(generate, positions[jnp.array([0, num_records - 1])])
     return {"samples": samples, "energy": energies, "acceptance": acceptance,
-            "num_nonfinite": nonfinite}
+            "num_nonfinite": nonfinite, "step_size": step_size}

@@ -44,6 +44,7 @@ def test_records_and_chain_paths_match_hmc_sample_and_ignore_chunking(gebm):
     again = one.draw(key, g_vars, e_vars, num)
     np.testing.assert_allclose(again.samples, drawn.samples, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(again.acceptance, drawn.acceptance)
+    np.testing.assert_allclose(drawn.step_size, 0.1, rtol=1e-6)  # no adaptation: the given one
 
     # The wiring against kale_jax.hmc.sample called directly with the documented keys and starts.
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num))
@@ -65,7 +66,7 @@ def test_base_only_and_ends_only(gebm):
     key = jax.random.PRNGKey(1)
     base = sampling.Sampler(model, sampling.SamplerSpec(kernel="ula", num_steps=0, step_size=0.1),
                             chunk_size=4).draw(key, g_vars, e_vars, 4)
-    assert base.samples.shape == (1, 4, DIM)
+    assert base.samples.shape == (1, 4, DIM) and np.all(np.isnan(base.step_size))
     np.testing.assert_array_equal(base.steps, [0])
     ends = sampling.Sampler(model, SPEC, chunk_size=4, record_samples=False).draw(
         key, g_vars, e_vars, 4)
@@ -87,3 +88,14 @@ def test_bad_arguments_fail_before_compiling(gebm):
         sampling.SamplerSpec("kla", 5).validate()
     spec = SPEC.with_options(friction=None, num_adaptation_steps=3)
     assert spec.options == (("num_adaptation_steps", 3),)
+
+
+def test_step_size_adaptation_is_shared_over_devices(gebm):
+    model, g_vars, e_vars = gebm
+    spec = SPEC.with_options(num_adaptation_steps=4)
+    drawn = sampling.Sampler(model, spec, chunk_size=8).draw(jax.random.PRNGKey(2), g_vars,
+                                                             e_vars, 8)
+    # One multiplier for the chunk, averaged over the 4 devices' chains: equal on every chain.
+    assert np.all(np.isfinite(drawn.step_size))
+    np.testing.assert_allclose(drawn.step_size, drawn.step_size[0], rtol=1e-6)
+    assert drawn.step_size[0] != pytest.approx(0.1)
