@@ -241,8 +241,11 @@ def test_converted_torch_weights_give_the_same_features(extractor, images, tmp_p
         expected = model(torch.from_numpy((images.transpose(0, 3, 1, 2) + 1) / 2)).numpy()
     flax_features = inception.FeatureExtractor(inception.load_variables(npz),
                                                batch_size=SHAPE[0])(images)
+    # Measured: max |difference| = 8e-7 x max |feature|. Getting TF's average pooling wrong
+    # (count_include_pad=True) changes features by 4.5% of that scale, align_corners=True
+    # resizing by 1.6%, so this tolerance separates the right architecture from near misses.
     scale = np.abs(expected).max()
-    np.testing.assert_allclose(flax_features, expected, rtol=1e-3, atol=1e-4 * scale)
+    np.testing.assert_allclose(flax_features, expected, rtol=1e-4, atol=1e-5 * scale)
 
     with pytest.raises(DataError, match="weights_only=True"):  # a pickled object is refused
         with open(str(tmp_path / "code.pth"), "wb") as f:
