@@ -81,7 +81,7 @@ def test_torch_state_dict_mapping_rejects_foreign_entries():
 # ----------------------------------------------------------------- torch reference architecture
 def _torch_reference():
     """FID Inception in torch: torchvision's Inception v3 blocks with pytorch-fid's patches."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", exc_type=ImportError)  # absent or broken
     nn, F = torch.nn, torch.nn.functional
 
     class BasicConv2d(nn.Module):
