@@ -40,4 +40,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.sampler.num_adaptation_steps = 200
     config.eval.num_heldout = 297
     config.eval.num_samples = 256
+    # python -m experiments.sample: 500 chains, metrics every 50 of the 500 MALA steps; MMD and
+    # FID statistics against the 297 test images (the split's size caps num_data_examples).
+    config.sample.num_samples = 500
+    config.sample.chunk_size = 500
+    config.sample.record_every = 50
+    config.sample.mmd_num_samples = 500
     return config
