@@ -42,7 +42,6 @@ FLAGS = flags.FLAGS
 
 SAMPLE_STREAM = 0x5A4D  # fold_in of the seed's key for sampling (independent of training draws)
 # Config entries that fix the networks' structure: must match the checkpoint's config.
-_STRUCTURE_KEYS = ("data.name", "data.image_size", "model")
 _SAMPLER_OPTIONS = ("num_leapfrog_steps", "friction", "num_adaptation_steps", "target_acceptance",
                     "step_size_schedule", "decay_factor", "decay_every", "unroll")
 
@@ -85,31 +84,12 @@ def _sampler_spec(config):
     return spec.with_options(**{k: sampler.get(k) for k in _SAMPLER_OPTIONS})
 
 
-def check_checkpoint_config(saved, current, directory) -> None:
-    """ConfigError unless the checkpoint's config has this config's data and networks.
-
-    Unlike resuming training (kale_jax.train.loop), the seed may differ: it only picks the chains.
-    """
-    from kale_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
-    if not saved:
-        return
-    for key in _STRUCTURE_KEYS:
-        old, new = saved, current
-        for part in key.split("."):
-            old, new = (old or {}).get(part), (new or {}).get(part)
-        if old != new:
-            raise ConfigError(f"the checkpoint in {directory} was trained with config.{key}="
-                              f"{json.dumps(old)} but this config has config.{key}="
-                              f"{json.dumps(new)}; pass the training config (WORKDIR/config.json "
-                              "records it)")
-
-
 def _restore(config, workdir, step):
     """(state, step, Trainer) from WORKDIR/checkpoints, with one-line errors."""
     import jax  # pylint: disable=g-import-not-at-top
     from kale_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
     from kale_jax.errors import CheckpointError  # pylint: disable=g-import-not-at-top
-    from kale_jax.train import loop  # pylint: disable=g-import-not-at-top
+    from kale_jax.train import loop, validate  # pylint: disable=g-import-not-at-top
     directory = os.path.join(workdir, loop.CHECKPOINT_DIR)
     fix = (f"train first: python -m experiments.train --config=... --workdir={workdir}")
     if not os.path.isdir(directory):
@@ -123,8 +103,9 @@ def _restore(config, workdir, step):
             step = steps[-1]
         elif step not in steps:
             raise CheckpointError(f"--step={step} is not in {directory} (saved steps: {steps})")
-        current = json.loads(config.to_json_best_effort())
-        check_checkpoint_config(checkpoints.step_metadata(step).get("config"), current, directory)
+        # Unlike resuming training, the seed may differ: it only picks the chains.
+        validate.against_checkpoint(config, checkpoints.step_metadata(step).get("config"),
+                                    directory=directory, keys=validate.SAMPLE_KEYS)
         trainer = loop.Trainer(config, devices=jax.local_devices()[:1])
         try:
             state = checkpoints.restore(step, target=trainer.abstract_state())
