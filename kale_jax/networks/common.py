@@ -136,3 +136,151 @@ def uniform_variance_scaling(scale: float, mode: str) -> Callable:
         flat = jax.random.uniform(key, (math.prod(shape),), dtype, -limit, limit)
         return flat.reshape(shape)
     return init
+
+
+# ------------------------------------------------------------------------------------------------
+# Resampling convolutions without wasted work.
+#
+# XLA computes a stride-2 transposed convolution (and the input-gradient of a stride-2
+# convolution) as a convolution over an input dilated with zeros: 3 of every 4 multiply-adds are
+# with zeros. "Nearest x2 upsampling, then a conv" and "a conv, then 2x2 mean pooling" likewise
+# spend 4x (resp. 2.25x) the useful work at the high resolution. The functions below compute the
+# same maps (same kernels, up to float summation order) as stride-1 convolutions on the low
+# resolution, so their forward pass and every gradient XLA derives from them (input and kernel)
+# are dense convolutions too:
+#   * stride-2 conv with an even k x k kernel = (k/2 x k/2) VALID conv on the space-to-depth of
+#     the padded input (4x the channels, half the side);
+#   * upsampling ops = four 2x2 "phase" convs on the input padded by one, interleaved
+#     (depth-to-space), phase (a, b) computing the output pixels (2p + a, 2q + b).
+# Kernels are (kh, kw, in, out) (HWIO, flax's layout); images NHWC with even sides.
+# ------------------------------------------------------------------------------------------------
+
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv_valid(x: Array, kernel: Array) -> Array:
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+                                        dimension_numbers=_DIMENSIONS)
+
+
+def space_to_depth(x: Array) -> Array:
+    """(N, 2H, 2W, C) -> (N, H, W, 4C); channel index (di * 2 + dj) * C + c for pixel
+    (2h + di, 2w + dj)."""
+    n, h, w, c = x.shape
+    x = x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, h // 2, w // 2, 4 * c)
+
+
+def conv_stride2(x: Array, kernel: Array) -> Array:
+    """Equals lax.conv_general_dilated(x, kernel, (2, 2), 'SAME') (NHWC, HWIO) for an even
+    k x k kernel and even H, W: (N, H, W, Cin) -> (N, H/2, W/2, Cout).
+
+    SAME pads k/2 - 1 before and k/2 after (total k - 2); an output pixel p reads inputs
+    2p + t - (k/2 - 1), t < k, i.e. the k/2 x k/2 block window of the space-to-depth image."""
+    k = kernel.shape[0]
+    if kernel.shape[0] != kernel.shape[1] or k % 2:
+        raise ValueError(f"conv_stride2 needs an even square kernel; got {kernel.shape}")
+    lo, hi = k // 2 - 1, k // 2 - 1
+    # Pad to a multiple of 2 on both sides so the space-to-depth blocks align with the stride.
+    x = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+    cin, cout = kernel.shape[2:]
+    blocks = kernel.reshape(k // 2, 2, k // 2, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5)
+    return _conv_valid(space_to_depth(x), blocks.reshape(k // 2, k // 2, 4 * cin, cout))
+
+
+def _interleave(phases) -> Array:
+    """phases[a][b] (N, H, W, C) -> (N, 2H, 2W, C) with pixel (2p + a, 2q + b) from phases[a][b]."""
+    rows = [jnp.stack(row, axis=3) for row in phases]        # each (N, H, W, 2, C)
+    y = jnp.stack(rows, axis=2)                              # (N, H, 2, W, 2, C)
+    n, h, _, w, _, c = y.shape
+    return y.reshape(n, 2 * h, 2 * w, c)
+
+
+def _phase_convs(x: Array, taps) -> Array:
+    """Output phase (a, b) is the 2x2 VALID conv of the input padded by one, windows starting at
+    offset (a, b), with the 2x2 kernel built from the per-axis tap lists taps[a], taps[b]: each
+    taps[a] is two (row-kernel-index tuples) whose kernels are summed. Shapes: see callers."""
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    h, w = x.shape[1:3]
+    out = []
+    for a in range(2):
+        row = []
+        for b in range(2):
+            kernel = jnp.stack([jnp.stack([taps(a, b, i, j) for j in range(2)])
+                                for i in range(2)])
+            row.append(_conv_valid(xp[:, a:a + h + 1, b:b + w + 1], kernel))
+        out.append(row)
+    return _interleave(out)
+
+
+def conv_transpose_stride2(x: Array, kernel: Array) -> Array:
+    """Equals lax.conv_transpose(x, kernel, (2, 2), 'SAME') (NHWC, HWIO, transpose_kernel=False:
+    what flax.linen.ConvTranspose computes) for a 4x4 kernel: (N, H, W, Cin) -> (N, 2H, 2W, Cout).
+
+    Output pixel 2p + a reads inputs p - 1 + a (kernel index a) and p + a (kernel index a + 2)."""
+    if kernel.shape[:2] != (4, 4):
+        raise ValueError(f"conv_transpose_stride2 needs a 4x4 kernel; got {kernel.shape}")
+    return _phase_convs(x, lambda a, b, i, j: kernel[a + 2 * i, b + 2 * j])
+
+
+def upsample_conv3x3(x: Array, kernel: Array) -> Array:
+    """Equals the 3x3 SAME conv of upsample_nearest(x): (N, H, W, Cin) -> (N, 2H, 2W, Cout).
+
+    Along an axis, output 2p reads inputs (p - 1, p) with kernel rows (0, 1 + 2) and output
+    2p + 1 reads (p, p + 1) with rows (0 + 1, 2)."""
+    if kernel.shape[:2] != (3, 3):
+        raise ValueError(f"upsample_conv3x3 needs a 3x3 kernel; got {kernel.shape}")
+    groups = (((0,), (1, 2)), ((0, 1), (2,)))  # groups[phase][tap] = summed kernel indices
+
+    def taps(a, b, i, j):
+        return sum(kernel[r, c] for r in groups[a][i] for c in groups[b][j])
+
+    return _phase_convs(x, taps)
+
+
+def conv3x3_downsample(x: Array, kernel: Array) -> Array:
+    """Equals downsample_mean(3x3 SAME conv of x): (N, H, W, Cin) -> (N, H/2, W/2, Cout).
+
+    Mean pooling after the conv is a 4x4 stride-2 conv with the kernel K'[s] = (K[s] + K[s-1]) / 2
+    per axis (K[-1] = K[3] = 0), padded like SAME."""
+    if kernel.shape[:2] != (3, 3):
+        raise ValueError(f"conv3x3_downsample needs a 3x3 kernel; got {kernel.shape}")
+    k = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+    k = k + jnp.roll(k, 1, axis=0)
+    k = k + jnp.roll(k, 1, axis=1)
+    return conv_stride2(x, 0.25 * k)
+
+
+RESAMPLINGS = ("stride2", "transpose2", "upsample_before", "downsample_after")
+
+
+class ResampleConv(nn.Module):
+    """A k x k SAME convolution fused with x2 resampling, with nn.Conv's parameters ('kernel'
+    (k, k, in, features), then 'bias' (features,), same initialisers and creation order), so it
+    replaces nn.Conv / nn.ConvTranspose (and works under nn.SpectralNorm) without changing any
+    parameter, name or value:
+
+      'stride2':          nn.Conv(strides=2, padding='SAME'), even k     (H -> H/2)
+      'transpose2':       nn.ConvTranspose(strides=2, padding='SAME'), k=4 (H -> 2H)
+      'upsample_before':  nn.Conv(k=3) applied to upsample_nearest(x)     (H -> 2H)
+      'downsample_after': downsample_mean(nn.Conv(k=3)(x))                (H -> H/2)
+    """
+    features: int
+    kernel_size: int
+    resampling: str
+    use_bias: bool = True
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features),
+                            jnp.float32)
+        fn = {"stride2": conv_stride2, "transpose2": conv_transpose_stride2,
+              "upsample_before": upsample_conv3x3,
+              "downsample_after": conv3x3_downsample}[self.resampling]
+        y = fn(x, kernel.astype(x.dtype))
+        if self.use_bias:
+            y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32)
+        return y
