@@ -34,6 +34,8 @@ Keys (the layout every config shares; tools and tests rely on these names):
                            step_size, beta (inverse temperature), num_adaptation_steps, ...
   eval.num_heldout         held-out examples for the KALE estimate
   eval.num_samples         base / GEBM samples (latent MCMC chains) drawn for MMD and pictures
+  sample.*                 python -m experiments.sample: num_samples, chunk_size, record_every,
+                           inception_path (FID/KID), ... (see experiments/sample.py)
 
 Settings of this file: sphere3d, a 3-d latent, batch 128, 1000 base steps (5 energy steps each,
 100 before steps 0 and 500), Adam(1e-3, 0.5, 0.999) for both networks (the paper's 1e-4 is for
@@ -104,4 +106,21 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()
     config.eval.num_heldout = 2000
     config.eval.num_samples = 2000
+
+    # python -m experiments.sample (kale_jax.sampling; MCMC settings come from config.sampler).
+    config.sample = ml_collections.ConfigDict()
+    config.sample.num_samples = 2000          # chains (GEBM samples); 50000 for a reportable FID
+    config.sample.chunk_size = 500            # chains per compiled chunk (bounded memory)
+    config.sample.record_every = 50           # metrics every k MCMC steps; divides num_steps
+    config.sample.num_grid = 64               # images in base.png / gebm.png
+    config.sample.num_gif_chains = 16         # chains animated in chains.gif
+    config.sample.num_data_examples = 10000   # data examples per split for FID/KID/MMD stats
+    config.sample.num_kale_examples = 2000    # train / held-out examples for the KALE estimates
+    config.sample.mmd = config_dict.placeholder(bool)  # None: on for embedded sets (toys, digits)
+    config.sample.mmd_num_samples = 2000      # samples per record compared by MMD
+    config.sample.inception_path = "third_party/inception/pt_inception-2015-12-05.npz"
+    config.sample.inception_batch_size = 50
+    config.sample.kid_subsets = 100
+    config.sample.kid_subset_size = 1000
+    config.sample.stats_dir = ""              # '' = ~/.cache/kale_jax/statistics
     return config

@@ -41,4 +41,12 @@ def get_config(dataset: str = "ring") -> ml_collections.ConfigDict:
     config.sampler.num_adaptation_steps = 0
     config.eval.num_heldout = 32
     config.eval.num_samples = 16
+    config.sample.num_samples = 16
+    config.sample.chunk_size = 8
+    config.sample.record_every = 2
+    config.sample.num_grid = 16
+    config.sample.num_gif_chains = 4
+    config.sample.num_data_examples = 32
+    config.sample.num_kale_examples = 32
+    config.sample.mmd_num_samples = 16
     return config

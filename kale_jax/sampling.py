@@ -1,0 +1,287 @@
+"""Drawing many GEBM samples in bounded memory: chunks of latent chains, sharded over devices.
+
+    sampler = sampling.Sampler(model, sampling.SamplerSpec(kernel="kla", num_steps=100,
+                                                           step_size=0.01, record_every=10),
+                               chunk_size=512)
+    for chunk in sampler.chunks(key, generator_variables, energy_variables, num_samples=50_000):
+        consume(chunk.samples[-1])        # (chunk, *data_shape) GEBM samples after 100 steps
+
+A GEBM sample is B(z) for a latent z drawn by MCMC from nu(z) ∝ N(z; 0, I) exp(-beta E(B(z)))
+(kale_jax.latent). Every chain starts at z_0 ~ N(0, I), so record 0 of a chain is a sample of the
+base alone, B(z_0), and the later records B(z_k), B(z_2k), ... show the chain moving from the base
+towards the GEBM. `num_samples` chains are run `chunk_size` at a time (one compiled program for
+every chunk; the last chunk is padded and trimmed), each chunk split over all devices with
+`jax.shard_map`, so memory is bounded by one chunk whatever `num_samples` is. The next chunk is
+dispatched before the current one is copied to the host, so devices stay busy while the caller
+consumes a chunk.
+
+Randomness: chain c (global index, 0 <= c < num_samples) uses the key fold_in(key, c), from which
+its start z_0 and its MCMC noise (kale_jax.hmc's per-chain streams) are drawn. Without step-size
+adaptation a chain's path therefore depends only on (key, c), not on the chunk size or the number
+of devices. With adaptation (`num_adaptation_steps` in `options`, 'mala'/'hmc') the step size is
+adapted per chunk on all of the chunk's chains (averaged over devices), so it depends on the chunk.
+
+Only input gradients are computed during MCMC (kale_jax.hmc); both networks run in inference mode.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Iterator, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from kale_jax import hmc, latent
+
+Array = jax.Array
+AXIS_NAME = "chains"
+# Stream of a chain's key that draws its start z_0 (the MCMC noise uses the key itself).
+_START_STREAM = 0x5A5A
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """The static description of a GEBM: networks (Linen modules), latent size, energy floor.
+
+    Attributes:
+      generator: base network, latents (n, latent_dim) -> data (n, *data_shape); called with
+        train=False.
+      energy: energy network, data (n, *data_shape) -> (n,); called with train=False.
+      latent_dim: d, latents z ~ N(0, I_d).
+      energy_floor: None, or the soft floor the energy was trained with (kale.soft_floor).
+    """
+    generator: nn.Module
+    energy: nn.Module
+    latent_dim: int
+    energy_floor: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSpec:
+    """How chains are run (see kale_jax.hmc.sample for the kernels and options).
+
+    Attributes:
+      kernel: one of kale_jax.hmc.KERNELS ('ula', 'mala', 'hmc', 'kla', 'imh').
+      num_steps: MCMC steps after any warm-up (>= 0); 0 gives base samples only.
+      step_size: base step size (required except for 'imh').
+      beta: inverse temperature on the energy, U(z) = |z|^2 / 2 + beta E(B(z)).
+      record_every: record the chains every this many steps (must divide num_steps); None records
+        only the start and the end.
+      options: further keyword options of hmc.sample as sorted (name, value) pairs, e.g.
+        (('friction', 1.0),) or (('num_adaptation_steps', 100),); see `with_options`.
+    """
+    kernel: str
+    num_steps: int
+    step_size: Optional[float] = None
+    beta: float = 1.0
+    record_every: Optional[int] = None
+    options: Tuple[Tuple[str, Any], ...] = ()
+
+    def with_options(self, **options: Any) -> "SamplerSpec":
+        """A copy with hmc.sample options added (None values are dropped)."""
+        merged = dict(self.options)
+        merged.update({k: v for k, v in options.items() if v is not None})
+        return dataclasses.replace(self, options=tuple(sorted(merged.items())))
+
+    @property
+    def record_steps(self) -> np.ndarray:
+        """MCMC steps at which chains are recorded, (num_records,): 0, k, 2k, ..., num_steps."""
+        every = self.record_every or self.num_steps
+        if self.num_steps == 0:
+            return np.zeros((1,), np.int64)
+        return np.arange(0, self.num_steps + 1, every, dtype=np.int64)
+
+    def validate(self) -> None:
+        """Raises ValueError for a bad kernel, step count, record interval or beta."""
+        if self.kernel not in hmc.KERNELS:
+            raise ValueError(f"kernel must be one of {hmc.KERNELS}, got {self.kernel!r}")
+        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) \
+                or self.num_steps < 0:
+            raise ValueError(f"num_steps must be an integer >= 0, got {self.num_steps!r}")
+        if self.record_every is not None:
+            if isinstance(self.record_every, bool) or not isinstance(self.record_every, int) \
+                    or self.record_every < 1:
+                raise ValueError(f"record_every must be None or an integer >= 1, got "
+                                 f"{self.record_every!r}")
+            if self.num_steps % self.record_every:
+                raise ValueError(f"record_every={self.record_every} must divide num_steps="
+                                 f"{self.num_steps}")
+        if self.kernel != "imh" and (self.step_size is None or not self.step_size > 0):
+            raise ValueError(f"step_size must be > 0 for kernel {self.kernel!r}, got "
+                             f"{self.step_size!r}")
+        if not float(self.beta) >= 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta!r}")
+
+
+class Chunk(NamedTuple):
+    """One chunk of chains, on the host (numpy), records first.
+
+    Attributes:
+      start: global index of the chunk's first chain.
+      steps: (R,) MCMC step of each record (SamplerSpec.record_steps); record 0 is the start.
+      samples: (R, n, *data_shape) generator outputs B(z_t) at the recorded steps, or, when the
+        sampler was built with record_samples=False, (2, n, *data_shape) at the start and the end.
+        samples[0] are base samples, samples[-1] GEBM samples.
+      energy: (R, n) E(B(z_t)) at the recorded steps (soft-floored like in training).
+      acceptance: (R, n) fraction of accepted proposals in the block of steps ending at each
+        record (NaN at record 0).
+      num_nonfinite: (n,) rejected non-finite proposals per chain (warm-up included).
+    """
+    start: int
+    steps: np.ndarray
+    samples: np.ndarray
+    energy: np.ndarray
+    acceptance: np.ndarray
+    num_nonfinite: np.ndarray
+
+
+class Sampler:
+    """Compiled chunked sampling of one model with one sampler spec on a set of devices.
+
+    Args:
+      model: the GEBM's networks (Model).
+      spec: the MCMC settings (SamplerSpec); validated here.
+      chunk_size: chains per chunk, divisible by the number of devices. Memory scales with
+        chunk_size * num_records * data size.
+      devices: devices to shard each chunk over (default: all local devices).
+      record_samples: keep generator outputs of every record (True) or of the start and end only.
+    Raises:
+      ValueError: bad spec, or chunk_size not a positive multiple of the device count.
+    """
+
+    def __init__(self, model: Model, spec: SamplerSpec, *, chunk_size: int,
+                 devices: Optional[Sequence[Any]] = None, record_samples: bool = True):
+        spec.validate()
+        self.devices = tuple(jax.local_devices() if devices is None else devices)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1 \
+                or chunk_size % len(self.devices):
+            raise ValueError(f"chunk_size must be a positive multiple of the {len(self.devices)} "
+                             f"device(s), got {chunk_size!r}")
+        self.model, self.spec, self.chunk_size = model, spec, chunk_size
+        self.record_samples = record_samples
+        self._mesh = Mesh(np.array(self.devices), (AXIS_NAME,))
+        self._run = _compiled_chunk(model, spec, self.devices, record_samples)
+
+    def chunks(self, key: Array, generator_variables: Mapping[str, Any],
+               energy_variables: Mapping[str, Any], num_samples: int) -> Iterator[Chunk]:
+        """Yields ceil(num_samples / chunk_size) Chunks covering chains 0 .. num_samples - 1.
+
+        Args:
+          key: a PRNG key (typed or raw uint32 (2,)); chain c uses fold_in(key, c).
+          generator_variables, energy_variables: the networks' Linen variables (one copy).
+          num_samples: total number of chains (>= 1).
+        """
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+        key_data = _key_data(key)
+        replicated = NamedSharding(self._mesh, PartitionSpec())
+        variables = jax.device_put((generator_variables, energy_variables), replicated)
+        key_data = jax.device_put(key_data, replicated)
+        sharded = NamedSharding(self._mesh, PartitionSpec(AXIS_NAME))
+        starts = range(0, num_samples, self.chunk_size)
+
+        def launch(start):
+            index = jax.device_put(np.arange(start, start + self.chunk_size, dtype=np.int32),
+                                   sharded)
+            return self._run(key_data, index, *variables)
+
+        pending = launch(starts[0])
+        for i, start in enumerate(starts):
+            current = pending
+            if i + 1 < len(starts):
+                pending = launch(starts[i + 1])  # dispatched before the host waits on `current`
+            out = jax.device_get(current)
+            keep = min(self.chunk_size, num_samples - start)
+            yield Chunk(start=start, steps=self.spec.record_steps,
+                        samples=out["samples"][:, :keep], energy=out["energy"][:, :keep],
+                        acceptance=out["acceptance"][:, :keep],
+                        num_nonfinite=out["num_nonfinite"][:keep])
+
+    def draw(self, key: Array, generator_variables: Mapping[str, Any],
+             energy_variables: Mapping[str, Any], num_samples: int) -> Chunk:
+        """All num_samples chains as one Chunk (concatenated chunks; for small num_samples)."""
+        parts = list(self.chunks(key, generator_variables, energy_variables, num_samples))
+        return Chunk(start=0, steps=self.spec.record_steps,
+                     samples=np.concatenate([p.samples for p in parts], axis=1),
+                     energy=np.concatenate([p.energy for p in parts], axis=1),
+                     acceptance=np.concatenate([p.acceptance for p in parts], axis=1),
+                     num_nonfinite=np.concatenate([p.num_nonfinite for p in parts]))
+
+
+def sample_chunks(key: Array, model: Model, spec: SamplerSpec,
+                  generator_variables: Mapping[str, Any], energy_variables: Mapping[str, Any], *,
+                  num_samples: int, chunk_size: int, devices: Optional[Sequence[Any]] = None,
+                  record_samples: bool = True) -> Iterator[Chunk]:
+    """Functional form of `Sampler(model, spec, ...).chunks(key, ...)` (same arguments)."""
+    sampler = Sampler(model, spec, chunk_size=chunk_size, devices=devices,
+                      record_samples=record_samples)
+    return sampler.chunks(key, generator_variables, energy_variables, num_samples)
+
+
+def _key_data(key: Array) -> np.ndarray:
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    key = np.asarray(key)
+    if key.shape != (2,) or key.dtype != np.uint32:
+        raise ValueError(f"key must be a single PRNG key, got dtype {key.dtype} shape {key.shape}")
+    return key
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_chunk(model: Model, spec: SamplerSpec, devices: tuple, record_samples: bool):
+    """jit(shard_map(one chunk)), cached per (model, spec, devices)."""
+    mesh = Mesh(np.array(devices), (AXIS_NAME,))
+    chains = PartitionSpec(AXIS_NAME)
+    records = PartitionSpec(None, AXIS_NAME)
+    body = functools.partial(_chunk, model, spec, record_samples)
+    mapped = jax.shard_map(
+        body, mesh=mesh, in_specs=(PartitionSpec(), chains, PartitionSpec(), PartitionSpec()),
+        out_specs={"samples": records, "energy": records, "acceptance": records,
+                   "num_nonfinite": chains},
+        check_vma=False)
+    return jax.jit(mapped)
+
+
+def _chunk(model: Model, spec: SamplerSpec, record_samples: bool, key_data: Array,
+           index: Array, generator_variables, energy_variables) -> dict:
+    """One device's chains: index (n,) global chain indices -> records (see Chunk)."""
+    root = jax.random.wrap_key_data(key_data)
+    keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(index)
+    z0 = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, _START_STREAM),
+                                              (model.latent_dim,), jnp.float32))(keys)
+    generate = latent.generator_fn(model.generator, generator_variables)
+    energy = latent.energy_fn(model.energy, energy_variables, model.energy_floor)
+    num_records = len(spec.record_steps)
+    if spec.num_steps == 0:
+        positions = z0[None]
+        acceptance = jnp.full((1, z0.shape[0]), jnp.nan, jnp.float32)
+        nonfinite = jnp.zeros((z0.shape[0],), jnp.int32)
+    else:
+        potential = latent.potential(model.generator, model.energy, generator_variables,
+                                     energy_variables, beta=spec.beta,
+                                     energy_floor=model.energy_floor)
+        options = dict(spec.options)
+        if options.get("num_adaptation_steps"):
+            options.setdefault("axis_name", AXIS_NAME)
+        result = hmc.sample(keys, potential, z0, kernel=spec.kernel, num_steps=spec.num_steps,
+                            step_size=spec.step_size,
+                            thin=spec.record_every or spec.num_steps, **options)
+        positions = jnp.concatenate([z0[None], result.trace], axis=0)
+        acceptance = jnp.concatenate(
+            [jnp.full((1, z0.shape[0]), jnp.nan, jnp.float32),
+             result.trace_acceptance.astype(jnp.float32)], axis=0)
+        nonfinite = result.num_nonfinite
+    assert positions.shape[0] == num_records
+    if record_samples:
+        samples = jax.lax.map(generate, positions)  # one record at a time: bounded memory
+        energies = jax.lax.map(energy, samples)
+    else:
+        energies = jax.lax.map(lambda z: energy(generate(z)), positions)
+        samples = jax.lax.map(generate, positions[jnp.array([0, num_records - 1])])
+    return {"samples": samples, "energy": energies, "acceptance": acceptance,
+            "num_nonfinite": nonfinite}
