@@ -17,6 +17,8 @@ def _same_conv(x, kernel, stride=1):
 
 
 REFERENCES = {
+    "same": (common.conv_same, _same_conv, 3),
+    "same_k1": (common.conv_same, _same_conv, 1),
     "stride2": (common.conv_stride2, lambda x, k: _same_conv(x, k, 2), 4),
     "stride2_k2": (common.conv_stride2, lambda x, k: _same_conv(x, k, 2), 2),
     "transpose2": (common.conv_transpose_stride2,
@@ -70,3 +72,18 @@ def test_resampling_convs_reject_kernels_they_do_not_implement():
         common.upsample_conv3x3(x, jnp.zeros((4, 4, 2, 2)))
     with pytest.raises(ValueError, match="even square kernel"):
         common.conv_stride2(x, jnp.zeros((3, 3, 2, 2)))
+
+
+def test_same_conv_matches_xla_in_second_order_gradients():
+    """The gradient penalty differentiates an input gradient with respect to the kernel."""
+    kx, kk = jax.random.split(jax.random.key(3))
+    x = jax.random.normal(kx, (2, 5, 5, 3))
+    kernel = jax.random.normal(kk, (3, 3, 3, 4))
+
+    def penalty(conv, k):
+        g = jax.grad(lambda v: jnp.sum(jnp.tanh(conv(v, k))))(x)
+        return jnp.sum(g ** 2)
+
+    want = jax.grad(lambda k: penalty(_same_conv, k))(kernel)
+    got = jax.grad(lambda k: penalty(common.conv_same, k))(kernel)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -158,9 +158,69 @@ def uniform_variance_scaling(scale: float, mode: str) -> Callable:
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
+def _conv(x: Array, kernel: Array, padding) -> Array:
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=_DIMENSIONS)
+
+
+def _adjoint_kernel(kernel: Array) -> Array:
+    """The kernel of a conv's input gradient: spatially flipped, in/out features swapped."""
+    return jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+
+
+def _kernel_grad(x: Array, g: Array, kh: int, kw: int) -> Array:
+    """d(sum g * VALID conv(x, K)) / dK as one matmul of image patches (im2col) with g: x
+    (N, Ho + kh - 1, Wo + kw - 1, Cin), g (N, Ho, Wo, Cout) -> (kh, kw, Cin, Cout). XLA:CPU runs
+    the kernel-gradient convs it derives itself on a slow path (4x a forward conv's time, and
+    ~3 GFLOP/s for the second-order ones of the gradient penalty)."""
+    n, ho, wo, cout = g.shape
+    cin = x.shape[-1]
+    patches = jnp.stack([x[:, i:i + ho, j:j + wo] for i in range(kh) for j in range(kw)], axis=3)
+    grad = patches.reshape(n * ho * wo, kh * kw * cin).T @ g.reshape(n * ho * wo, cout)
+    return grad.reshape(kh, kw, cin, cout)
+
+
+@jax.custom_vjp
 def _conv_valid(x: Array, kernel: Array) -> Array:
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
-                                        dimension_numbers=_DIMENSIONS)
+    """VALID stride-1 conv whose gradients (of any order) are dense convs and matmuls."""
+    return _conv(x, kernel, "VALID")
+
+
+def _conv_valid_fwd(x, kernel):
+    return _conv_valid(x, kernel), (x, kernel)
+
+
+def _conv_valid_bwd(residuals, g):
+    x, kernel = residuals
+    kh, kw = kernel.shape[:2]
+    padded = jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+    return _conv_valid(padded, _adjoint_kernel(kernel)), _kernel_grad(x, g, kh, kw)
+
+
+_conv_valid.defvjp(_conv_valid_fwd, _conv_valid_bwd)
+
+
+@jax.custom_vjp
+def conv_same(x: Array, kernel: Array) -> Array:
+    """Equals lax.conv_general_dilated(x, kernel, (1, 1), 'SAME') (NHWC, HWIO) for an odd k x k
+    kernel, with gradients of every order computed as dense SAME convs (input) and im2col
+    matmuls (kernel) instead of XLA's own kernel-gradient convs."""
+    if kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
+        raise ValueError(f"conv_same needs an odd kernel; got {kernel.shape}")
+    return _conv(x, kernel, "SAME")
+
+
+def _conv_same_fwd(x, kernel):
+    return conv_same(x, kernel), (x, kernel)
+
+
+def _conv_same_bwd(residuals, g):
+    x, kernel = residuals
+    kh, kw = kernel.shape[:2]
+    padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    return conv_same(g, _adjoint_kernel(kernel)), _kernel_grad(padded, g, kh, kw)
+
+
+conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
 
 
 def space_to_depth(x: Array) -> Array:
@@ -265,10 +325,15 @@ def _conv_transpose_stride2_fwd(x, kernel):
     return conv_transpose_stride2(x, kernel), (x, kernel)
 
 
+def _subpixel_transpose(x, kernel):
+    return _phase_convs(x, lambda a, b, i, j: kernel[a + 2 * i, b + 2 * j])
+
+
 def _conv_transpose_stride2_bwd(residuals, g):
     x, kernel = residuals
-    _, pullback = jax.vjp(_conv_transpose_stride2_plain, x, kernel)
-    return pullback(g)
+    dx = jax.vjp(lambda v: _conv_transpose_stride2_plain(v, kernel), x)[1](g)[0]
+    dk = jax.vjp(lambda k: _subpixel_transpose(x, k), kernel)[1](g)[0]
+    return dx, dk
 
 
 conv_transpose_stride2.defvjp(_conv_transpose_stride2_fwd, _conv_transpose_stride2_bwd)
@@ -302,7 +367,7 @@ def conv3x3_downsample(x: Array, kernel: Array) -> Array:
     return conv_stride2(x, 0.25 * k)
 
 
-RESAMPLINGS = ("stride2", "transpose2", "upsample_before", "downsample_after")
+RESAMPLINGS = ("none", "stride2", "transpose2", "upsample_before", "downsample_after")
 
 
 class ResampleConv(nn.Module):
@@ -311,6 +376,7 @@ class ResampleConv(nn.Module):
     replaces nn.Conv / nn.ConvTranspose (and works under nn.SpectralNorm) without changing any
     parameter, name or value:
 
+      'none':             nn.Conv(padding='SAME'), odd k                 (H -> H)
       'stride2':          nn.Conv(strides=2, padding='SAME'), even k     (H -> H/2)
       'transpose2':       nn.ConvTranspose(strides=2, padding='SAME'), k=4 (H -> 2H)
       'upsample_before':  nn.Conv(k=3) applied to upsample_nearest(x)     (H -> 2H)
@@ -328,7 +394,7 @@ class ResampleConv(nn.Module):
         k = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features),
                             jnp.float32)
-        fn = {"stride2": conv_stride2, "transpose2": conv_transpose_stride2,
+        fn = {"none": conv_same, "stride2": conv_stride2, "transpose2": conv_transpose_stride2,
               "upsample_before": upsample_conv3x3,
               "downsample_after": conv3x3_downsample}[self.resampling]
         y = fn(x, kernel.astype(x.dtype))

@@ -149,7 +149,7 @@ class SNGANGenerator(nn.Module):
             features //= 2
             x = _up_conv(features, use_bias=False, name=f"up{i}")(x)
             x = nn.relu(common.batch_norm(train, self.axis_name, name=f"bn_up{i}")(x))
-        x = nn.Conv(self.channels, (3, 3), padding="SAME", kernel_init=_INIT, name="out")(x)
+        x = common.ResampleConv(self.channels, 3, "none", kernel_init=_INIT, name="out")(x)
         return jnp.tanh(x)
 
 
@@ -182,8 +182,8 @@ class SNGANEnergy(nn.Module):
             if stride == 2:
                 conv = _down_conv(features, kernel, name)
             else:
-                conv = nn.Conv(features, (kernel, kernel), padding="SAME", kernel_init=_INIT,
-                               name=name)
+                conv = common.ResampleConv(features, kernel, "none", kernel_init=_INIT,
+                                           name=name)
             h = common.spectral_norm(conv, name=f"sn_{name}")(h, update_stats=train)
             return nn.leaky_relu(h, 0.1)
 

@@ -42,8 +42,9 @@ def _check(module: nn.Module) -> None:
     common.check_positive(owner, "width", module.width)
 
 
-def _conv(features: int, kernel: int, init, name: str) -> nn.Conv:
-    return nn.Conv(features, (kernel, kernel), padding="SAME", kernel_init=init, name=name)
+def _conv(features: int, kernel: int, init, name: str) -> nn.Module:
+    """nn.Conv(features, (kernel, kernel), padding='SAME') with faster gradients (same params)."""
+    return common.ResampleConv(features, kernel, "none", kernel_init=init, name=name)
 
 
 class GeneratorBlock(nn.Module):
