@@ -1,48 +1,84 @@
-r"""Benchmarks: python -m experiments.benchmark --section=sampler [--net=sngan|resnet|all]
+r"""Benchmarks: python -m experiments.benchmark --section=train|sampler|sampling|all
+[--net=sngan|resnet|all] [--batch=64] [--latent=100]
 
-Prints one JSON object per measurement on stdout, then a small human-readable table.
+Prints one JSON object per measurement on stdout, then a human-readable table.
 
-Section 'sampler': time per MCMC step of `kale_jax.hmc.sample` on the GEBM latent posterior
-U(z) = |z|^2 / 2 + E(B(z)) for the SNGAN and SN-ResNet pairs at 32x32 (randomly initialised:
-speed does not depend on training), and the same MALA and HMC steps through blackjax (the
-optional `bench` extra) on the same potential. The whole multi-step sampler is jitted with the
-network variables as arguments; ms_per_step is the median over --repeats timed runs of
-(run time / --num_steps) after a compile run and one warm-up run; compile_s is the time of
-`jit(...).lower(...).compile()`. Rows also record the 1-minute load average when they started,
-since the 2-core machines may be shared.
+Every row has `section`, `net`, `batch`, `latent`, `image_size`, the widths of the two networks,
+`compile_s` (seconds of `jit(...).lower(...).compile()`, apart from the timings), `cpu_ms` (the
+process CPU time of one step or run, user + system over all threads: on a shared machine it is
+far steadier than wall time, and wall ~= cpu / cores when the cores are free), `peak_rss_mb`
+(the process's peak resident memory so far), the 1-minute load average when the row started,
+and, from XLA's cost analysis of the compiled program, `gflop` per step and the achieved rate
+`gflop_per_s` and `matmul_fraction` = achieved rate / the machine's dense matmul rate.
 
-More sections ('train', 'sampling') come later: add a function to SECTIONS.
+Sections (networks randomly initialised: speed does not depend on training):
+
+* `machine`: the dense matmul rate, measured first in the same binary: a 2048^3 float32 matmul
+  jitted under XLA (`xla_matmul_gflop_per_s`, THE REFERENCE for matmul_fraction: same compiler,
+  same flags, same threads as the steps) and numpy's (`numpy_matmul_gflop_per_s`, for context).
+* `train`: one energy step (`energy_step_ms`), one base step (`generator_step_ms`) and one GEBM
+  iteration, --n_critic energy steps then one base step (`iteration_ms`), with the real training
+  steps (kale_jax.train.steps wrapped by train.parallel.DataParallel on one device, state
+  donated), criterion 'kale' with the gradient penalty.
+* `sampler`: ms per MCMC step of `kale_jax.hmc.sample` on the latent posterior
+  U(z) = |z|^2 / 2 + E(B(z)), per kernel (`ms_per_step`); optionally blackjax's MALA and HMC on
+  the same potential.
+* `sampling`: chunked GEBM sampling with `kale_jax.sampling.Sampler` (--sampling_kernel,
+  --sampling_steps, --num_latents in chunks of --batch): `latents_per_s` over the whole draw
+  (host copies included) and the peak memory.
+
+Timings: the median over --repeats timed runs after one warm-up run; ms figures are wall-clock
+per step. XLA:CPU flags: --xnnpack (default on) adds --xla_cpu_use_xnnpack=true; --xla_flags
+appends anything else; both are applied before jax starts.
 """
 import json
 import os
+import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from absl import app, flags
 
-flags.DEFINE_enum("section", "sampler", ["sampler"], "Which benchmark to run.")
-flags.DEFINE_enum("net", "all", ["sngan", "resnet", "all"], "Generator/energy pair.")
-flags.DEFINE_integer("batch", 64, "Chains (latents) per step.")
+SECTION_NAMES = ["train", "sampler", "sampling"]
+flags.DEFINE_enum("section", "all", SECTION_NAMES + ["all"], "Which benchmark to run.")
+flags.DEFINE_enum("net", "all", ["sngan", "resnet", "dcgan", "mlp", "all"],
+                  "Generator/energy pair ('all': sngan and resnet; 'mlp': vectors of dimension "
+                  "--mlp_dim, for quick tests of the binary).")
+flags.DEFINE_integer("mlp_dim", 3, "Data dimension of --net=mlp.")
+flags.DEFINE_integer("batch", 64, "Examples per training step; chains per MCMC step and chunk.")
 flags.DEFINE_integer("latent", 100, "Latent dimension.")
 flags.DEFINE_integer("image_size", 32, "Image side.")
+flags.DEFINE_integer("generator_width", 0, "Generator width (0: the library default; the "
+                     "authors' code uses 128 for resnet).")
+flags.DEFINE_integer("energy_width", 0, "Energy width (0: the library default).")
 flags.DEFINE_integer("repeats", 3, "Timed runs per measurement (the median is reported).")
-flags.DEFINE_integer("num_steps", 4, "MCMC steps per timed run.")
+flags.DEFINE_integer("num_steps", 4, "MCMC steps per timed sampler run.")
+flags.DEFINE_integer("n_critic", 5, "Energy steps per GEBM iteration (section train).")
 flags.DEFINE_list("kernels", ["ula", "mala", "hmc", "kla", "imh"], "Our kernels to time.")
 flags.DEFINE_integer("num_leapfrog_steps", 2, "Leapfrog steps per HMC step (ours and blackjax).")
-flags.DEFINE_bool("blackjax", True, "Also time blackjax MALA and HMC on the same potential.")
+flags.DEFINE_bool("blackjax", False, "Also time blackjax MALA and HMC on the same potential.")
 flags.DEFINE_list("unroll_sweep", [], "Extra ULA rows with these scan unroll values "
                   "(used to choose kale_jax.hmc.DEFAULT_UNROLL).")
 flags.DEFINE_bool("hwio_ablation", False, "Extra ULA row with hwio_convolutions=False.")
+flags.DEFINE_string("sampling_kernel", "ula", "Kernel of section sampling.")
+flags.DEFINE_integer("sampling_steps", 10, "MCMC steps per chain in section sampling.")
+flags.DEFINE_integer("num_latents", 256, "Latents drawn per timed run of section sampling.")
 flags.DEFINE_bool("xnnpack", True, "Run XLA:CPU convolutions through XNNPACK "
-                  "(--xla_cpu_use_xnnpack=true; measured 1.7x faster on the SNGAN pair).")
+                  "(--xla_cpu_use_xnnpack=true; 1.7x faster on the SNGAN pair).")
+flags.DEFINE_string("xla_flags", "", "Extra XLA_FLAGS (for flag experiments).")
+flags.DEFINE_integer("matmul_size", 2048, "Side of the reference matmul.")
 FLAGS = flags.FLAGS
 
-# The authors' PyTorch ULA step on the SNGAN pair, batch 64, on the same 2-core machines.
-PYTORCH_ULA_SNGAN_MS = 794.0
-NETS = {"sngan": ("sngan", "sngan"), "resnet": ("resnet", "resnet")}
+# The authors' PyTorch code (torch 2.13 CPU, 2 threads) on the same 2-core machines, batch 64,
+# 32x32, latent 100, ms, and the issue's targets (1.5x faster).
+AUTHORS_MS = {("sngan", "ula"): 794.0, ("sngan", "energy"): 2293.0, ("sngan", "base"): 983.0,
+              ("resnet", "ula"): 1819.0, ("resnet", "energy"): 3782.0,
+              ("resnet", "base"): 2432.0}
+TARGET_SPEEDUP = 1.5
 STEP_SIZE = 1e-2
+_MACHINE: Dict[str, float] = {}
 
 
 def _emit(row: Dict[str, Any], rows: List[Dict[str, Any]]) -> None:
@@ -50,50 +86,142 @@ def _emit(row: Dict[str, Any], rows: List[Dict[str, Any]]) -> None:
     print(json.dumps(row), flush=True)
 
 
-def _time(fn: Callable, args: tuple, num_steps: int, repeats: int):
-    """(median ms per step, compile seconds) of the jitted `fn(*args)`."""
-    import jax  # pylint: disable=g-import-not-at-top
-    start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - start
-    jax.block_until_ready(compiled(*args))  # warm-up run
-    per_step = []
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)  # KiB on Linux
+
+
+def _cost_flops(compiled) -> Optional[float]:
+    """FLOPs of one call of a compiled program from XLA's cost analysis (None if unavailable)."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # pylint: disable=broad-except
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    flops = (cost or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
+def _timed(run: Callable[[], Any], repeats: int):
+    """(median wall s, median process-CPU s) of `run()` (which blocks until done)."""
+    walls, cpus = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        per_step.append((time.perf_counter() - start) / num_steps * 1e3)
-    return statistics.median(per_step), compile_s
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
 
 
-def _networks(net: str):
+def machine_rate() -> Dict[str, float]:
+    """Dense float32 matmul rates, GFLOP/s (cached): XLA (the reference) and numpy."""
+    if _MACHINE:
+        return _MACHINE
+    import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    n = FLAGS.matmul_size
+    flop = 2.0 * n ** 3
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    matmul = jax.jit(jnp.matmul).lower(a, b).compile()
+    jax.block_until_ready(matmul(a, b))
+    xla_s, _ = _timed(lambda: jax.block_until_ready(matmul(a, b)), max(3, FLAGS.repeats))
+    a_np, b_np = np.asarray(a), np.asarray(b)
+    a_np @ b_np
+    numpy_s, _ = _timed(lambda: a_np @ b_np, max(3, FLAGS.repeats))
+    _MACHINE.update(xla=flop / xla_s / 1e9, numpy=flop / numpy_s / 1e9)
+    return _MACHINE
+
+
+def _significant(x: float, digits: int = 4) -> float:
+    return float(f"{x:.{digits}g}")
+
+
+def _flop_fields(flops: Optional[float], seconds: float) -> Dict[str, Any]:
+    if flops is None:
+        return {"gflop": None, "gflop_per_s": None, "matmul_fraction": None}
+    rate = flops / seconds / 1e9
+    return {"gflop": _significant(flops / 1e9), "gflop_per_s": _significant(rate),
+            "matmul_fraction": _significant(rate / machine_rate()["xla"], 3)}
+
+
+def _nets() -> List[str]:
+    return ["sngan", "resnet"] if FLAGS.net == "all" else [FLAGS.net]
+
+
+def _widths(net: str) -> Dict[str, int]:
+    """Generator and energy widths ('hidden' units for mlp)."""
+    from kale_jax import networks  # pylint: disable=g-import-not-at-top
+    field = "hidden" if net == "mlp" else "width"
+    out = {}
+    for role, value, cls in (("generator", FLAGS.generator_width, networks.GENERATORS[net]),
+                             ("energy", FLAGS.energy_width, networks.ENERGIES[net])):
+        out[role] = value or getattr(cls, field)
+    return out
+
+
+def _data_shape(net: str) -> tuple:
+    if net == "mlp":
+        return (FLAGS.mlp_dim,)
+    return (FLAGS.image_size, FLAGS.image_size, 3)
+
+
+def _modules(net: str, axis_name: Optional[str] = None):
+    from kale_jax import networks  # pylint: disable=g-import-not-at-top
+    widths = _widths(net)
+    kwargs = {} if axis_name is None else {"axis_name": axis_name}
+    if net == "mlp":
+        generator = networks.get_generator(net, output_dim=FLAGS.mlp_dim,
+                                           hidden=widths["generator"], batch_norm=True, **kwargs)
+        energy = networks.get_energy(net, hidden=widths["energy"], spectral_norm=True)
+        return generator, energy
+    generator = networks.get_generator(net, image_size=FLAGS.image_size,
+                                       width=widths["generator"], **kwargs)
+    energy = networks.get_energy(net, image_size=FLAGS.image_size, width=widths["energy"])
+    return generator, energy
+
+
+def _variables(net: str, generator, energy):
     import jax  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     from kale_jax import networks  # pylint: disable=g-import-not-at-top
-    gen_name, energy_name = NETS[net]
-    generator = networks.get_generator(gen_name, image_size=FLAGS.image_size)
-    energy = networks.get_energy(energy_name, image_size=FLAGS.image_size)
     gen_vars = networks.init_variables(generator, jax.random.key(0),
                                        jnp.zeros((1, FLAGS.latent)))
-    energy_vars = networks.init_variables(
-        energy, jax.random.key(1), jnp.zeros((1, FLAGS.image_size, FLAGS.image_size, 3)))
-    return generator, energy, gen_vars, energy_vars
+    energy_vars = networks.init_variables(energy, jax.random.key(1),
+                                          jnp.zeros((1,) + _data_shape(net)))
+    return gen_vars, energy_vars
 
 
-def _ours(generator, energy, kernel: str, **options) -> Callable:
+def _row(section: str, net: str, **fields) -> Dict[str, Any]:
+    widths = _widths(net)
+    row = {"section": section, "net": net, "batch": FLAGS.batch, "latent": FLAGS.latent,
+           "image_size": FLAGS.image_size, "generator_width": widths["generator"],
+           "energy_width": widths["energy"]}
+    row.update(fields)
+    row.update(peak_rss_mb=_peak_rss_mb(), xnnpack=FLAGS.xnnpack,
+               load_avg_1m=round(os.getloadavg()[0], 2))
+    return row
+
+
+# ------------------------------------------------------------------------------------- sampler
+
+
+def _ours(generator, energy, kernel: str, num_steps: int, **options) -> Callable:
     from kale_jax import hmc, latent  # pylint: disable=g-import-not-at-top
     if kernel == "hmc":
         options["num_leapfrog_steps"] = FLAGS.num_leapfrog_steps
 
     def run(gen_vars, energy_vars, key, z):
         potential = latent.potential(generator, energy, gen_vars, energy_vars)
-        result = hmc.sample(key, potential, z, kernel=kernel, num_steps=FLAGS.num_steps,
+        result = hmc.sample(key, potential, z, kernel=kernel, num_steps=num_steps,
                             step_size=STEP_SIZE, **options)
         return result.position, result.acceptance_rate
 
     return run
 
 
-def _blackjax(generator, energy, kernel: str) -> Callable:
+def _blackjax(generator, energy, kernel: str, num_steps: int) -> Callable:
     """The same potential through blackjax, vmapped over chains, scanned over steps."""
     import blackjax  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
@@ -118,76 +246,251 @@ def _blackjax(generator, energy, kernel: str) -> Callable:
             states, infos = jax.vmap(algorithm.step)(keys, states)
             return states, infos.is_accepted
 
-        states, accepted = jax.lax.scan(one_step, states, jax.random.split(key, FLAGS.num_steps))
+        states, accepted = jax.lax.scan(one_step, states, jax.random.split(key, num_steps))
         return states.position, accepted.mean(0)
 
     return run
+
+
+def _time_jitted(fn: Callable, args: tuple, per: int):
+    """(wall ms, cpu ms, compile s, flops) per 1/`per` of one call of jit(fn)(*args)."""
+    import jax  # pylint: disable=g-import-not-at-top
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    flops = _cost_flops(compiled)
+    jax.block_until_ready(compiled(*args))  # warm-up run
+    wall, cpu = _timed(lambda: jax.block_until_ready(compiled(*args)), FLAGS.repeats)
+    return (wall / per * 1e3, cpu / per * 1e3, compile_s,
+            None if flops is None else flops / per)
+
+
+def _step_flops(generator, energy, kernel: str, args: tuple) -> Optional[float]:
+    """FLOPs of one MCMC step of `kernel` from XLA's cost analysis of the compiled kernel step.
+
+    The whole sampler can't be used: cost analysis counts a loop body once, not per trip. (For
+    'hmc' the leapfrog loop inside a step is counted once too: the row's gflop is one step with
+    one leapfrog.)"""
+    import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    from kale_jax import hmc, latent  # pylint: disable=g-import-not-at-top
+    options = {"num_leapfrog_steps": FLAGS.num_leapfrog_steps} if kernel == "hmc" else {}
+
+    def build(gen_vars, energy_vars):
+        potential = latent.potential(generator, energy, gen_vars, energy_vars)
+        return hmc.build_kernel(kernel, potential, **options)
+
+    gen_vars, energy_vars, _, z = args
+    state = jax.eval_shape(lambda g, e, z: build(g, e).init(z, z), gen_vars, energy_vars, z)
+    step_size = jnp.full(z.shape[:1], STEP_SIZE, z.dtype)
+    uniform = jnp.full(z.shape[:1], 0.5, z.dtype)
+    step = jax.jit(lambda g, e, s, n, u: build(g, e).step(s, step_size, n, u))
+    try:
+        return _cost_flops(step.lower(gen_vars, energy_vars, state, z, uniform).compile())
+    except Exception:  # pylint: disable=broad-except
+        return None
 
 
 def sampler_section() -> List[Dict[str, Any]]:
     import jax  # pylint: disable=g-import-not-at-top
     from kale_jax import hmc  # pylint: disable=g-import-not-at-top
     rows: List[Dict[str, Any]] = []
-    nets = list(NETS) if FLAGS.net == "all" else [FLAGS.net]
-    for net in nets:
-        generator, energy, gen_vars, energy_vars = _networks(net)
+    steps = FLAGS.num_steps
+    for net in _nets():
+        generator, energy = _modules(net)
+        gen_vars, energy_vars = _variables(net, generator, energy)
         z = jax.random.normal(jax.random.key(2), (FLAGS.batch, FLAGS.latent))
         args = (gen_vars, energy_vars, jax.random.key(3), z)
-        runs = [(k, {}, _ours(generator, energy, k)) for k in FLAGS.kernels]
-        if net == "sngan":
-            runs += [("ula", {"unroll": int(u)}, _ours(generator, energy, "ula", unroll=int(u)))
-                     for u in FLAGS.unroll_sweep]
-            if FLAGS.hwio_ablation:
-                runs.append(("ula", {"hwio_convolutions": False},
-                             _ours(generator, energy, "ula", hwio_convolutions=False)))
+        runs = [(k, {}, _ours(generator, energy, k, steps)) for k in FLAGS.kernels]
+        runs += [("ula", {"unroll": int(u)}, _ours(generator, energy, "ula", steps, unroll=int(u)))
+                 for u in FLAGS.unroll_sweep]
+        if FLAGS.hwio_ablation:
+            runs.append(("ula", {"hwio_convolutions": False},
+                         _ours(generator, energy, "ula", steps, hwio_convolutions=False)))
         if FLAGS.blackjax:
-            runs += [(f"blackjax_{k}", {}, _blackjax(generator, energy, k))
+            runs += [(f"blackjax_{k}", {}, _blackjax(generator, energy, k, steps))
                      for k in ("mala", "hmc")]
+        step_flops = {}
         for kernel, extra, fn in runs:
-            load = os.getloadavg()[0]
-            ms, compile_s = _time(fn, args, FLAGS.num_steps, FLAGS.repeats)
-            row = {"section": "sampler", "kernel": kernel, "net": net, "batch": FLAGS.batch,
-                   "latent": FLAGS.latent, "image_size": FLAGS.image_size,
-                   "ms_per_step": round(ms, 1), "compile_s": round(compile_s, 2),
-                   "num_steps": FLAGS.num_steps, "repeats": FLAGS.repeats,
-                   "unroll": extra.get("unroll", hmc.DEFAULT_UNROLL),
-                   "hwio_convolutions": extra.get("hwio_convolutions",
-                                                  not kernel.startswith("blackjax")),
-                   "xnnpack": FLAGS.xnnpack,
-                   "load_avg_1m": round(load, 2)}
+            ms, cpu_ms, compile_s, _ = _time_jitted(fn, args, steps)
+            base_kernel = kernel.replace("blackjax_", "")
+            if base_kernel not in step_flops:
+                step_flops[base_kernel] = _step_flops(generator, energy, base_kernel, args)
+            flops = step_flops[base_kernel]
+            row = _row("sampler", net, kernel=kernel, ms_per_step=round(ms, 1),
+                       cpu_ms=round(cpu_ms, 1), compile_s=round(compile_s, 2),
+                       **_flop_fields(flops, ms / 1e3), num_steps=steps, repeats=FLAGS.repeats,
+                       unroll=extra.get("unroll", hmc.DEFAULT_UNROLL),
+                       hwio_convolutions=extra.get("hwio_convolutions",
+                                                   not kernel.startswith("blackjax")))
             if kernel.endswith("hmc"):
                 row["num_leapfrog_steps"] = FLAGS.num_leapfrog_steps
             _emit(row, rows)
     return rows
 
 
-SECTIONS: Dict[str, Callable[[], List[Dict[str, Any]]]] = {"sampler": sampler_section}
+# --------------------------------------------------------------------------------------- train
+
+
+def _train_setup(net: str):
+    """(spec, replicated state, sharded batch, DataParallel) for one device."""
+    import jax  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from kale_jax.train import optim, parallel, steps  # pylint: disable=g-import-not-at-top
+    from kale_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+    generator, energy = _modules(net, axis_name=parallel.AXIS_NAME)
+    adam = optim.OptimSpec(learning_rate=1e-4, b1=0.5, b2=0.999, decay_rate=1.0, decay_steps=1)
+    spec = steps.StepSpec(generator=generator, energy=energy, latent_dim=FLAGS.latent,
+                          global_batch_size=FLAGS.batch, criterion="kale", penalty="gradient",
+                          penalty_weight=1.0, energy_floor=None, energy_optim=adam,
+                          base_optim=adam)
+    init_generator, init_energy = _modules(net)  # same parameters, no axis name at init
+    gen_vars, energy_vars = _variables(net, init_generator, init_energy)
+    state = state_lib.create(generator_variables=gen_vars, energy_variables=energy_vars,
+                             energy_tx=spec.energy_tx, base_tx=spec.base_tx,
+                             key=jax.random.key_data(jax.random.key(4)))
+    wrapper = parallel.DataParallel("shard_map", jax.devices()[:1])
+    x = np.asarray(jax.random.uniform(jax.random.key(5), (FLAGS.batch,) + _data_shape(net),
+                                      minval=-1.0))
+    return spec, wrapper.replicate(state), wrapper.shard_batch(x), wrapper
+
+
+def train_section() -> List[Dict[str, Any]]:
+    import functools  # pylint: disable=g-import-not-at-top
+    import jax  # pylint: disable=g-import-not-at-top
+    from kale_jax.train import steps  # pylint: disable=g-import-not-at-top
+    rows: List[Dict[str, Any]] = []
+    for net in _nets():
+        spec, state, x, wrapper = _train_setup(net)
+        compiled, compile_s, flops = {}, {}, {}
+        for which, fn in (("energy", steps.energy_step), ("base", steps.base_step)):
+            wrapped = wrapper.wrap(functools.partial(fn, spec), batch_axes=(0,))
+            start = time.perf_counter()
+            compiled[which] = wrapped.lower(state, x).compile()
+            compile_s[which] = time.perf_counter() - start
+            flops[which] = _cost_flops(compiled[which])
+        holder = {"state": state}  # the state is donated: always continue from the newest
+
+        def run(which):
+            holder["state"], metrics = compiled[which](holder["state"], x)
+            jax.block_until_ready((holder["state"], metrics))
+
+        def iteration():
+            for _ in range(FLAGS.n_critic):
+                run("energy")
+            run("base")
+
+        for which in ("energy", "base"):
+            run(which)  # warm-up
+        figures = {}
+        for which, key in (("energy", "energy_step_ms"), ("base", "generator_step_ms")):
+            wall, cpu = _timed(lambda w=which: run(w), FLAGS.repeats)
+            figures[which] = (wall, cpu)
+            _emit(_row("train", net, step=which, **{key: round(wall * 1e3, 1)},
+                       cpu_ms=round(cpu * 1e3, 1), compile_s=round(compile_s[which], 2),
+                       **_flop_fields(flops[which], wall), repeats=FLAGS.repeats), rows)
+        wall, cpu = _timed(iteration, FLAGS.repeats)
+        it_flops = (None if None in flops.values()
+                    else FLAGS.n_critic * flops["energy"] + flops["base"])
+        _emit(_row("train", net, step="iteration", iteration_ms=round(wall * 1e3, 1),
+                   cpu_ms=round(cpu * 1e3, 1),
+                   compile_s=round(compile_s["energy"] + compile_s["base"], 2),
+                   **_flop_fields(it_flops, wall), n_critic=FLAGS.n_critic,
+                   repeats=FLAGS.repeats), rows)
+    return rows
+
+
+# ------------------------------------------------------------------------------------ sampling
+
+
+def sampling_section() -> List[Dict[str, Any]]:
+    import jax  # pylint: disable=g-import-not-at-top
+    from kale_jax import sampling  # pylint: disable=g-import-not-at-top
+    rows: List[Dict[str, Any]] = []
+    for net in _nets():
+        generator, energy = _modules(net)
+        gen_vars, energy_vars = _variables(net, generator, energy)
+        model = sampling.Model(generator, energy, FLAGS.latent)
+        spec = sampling.SamplerSpec(kernel=FLAGS.sampling_kernel, num_steps=FLAGS.sampling_steps,
+                                    step_size=STEP_SIZE)
+        start = time.perf_counter()
+        sampler = sampling.Sampler(model, spec, chunk_size=FLAGS.batch,
+                                   devices=jax.local_devices()[:1], record_samples=False)
+        warm = list(sampler.chunks(jax.random.key(6), gen_vars, energy_vars, FLAGS.batch))
+        compile_s = time.perf_counter() - start  # compile + one chunk
+        del warm
+
+        def draw():
+            for _ in sampler.chunks(jax.random.key(7), gen_vars, energy_vars, FLAGS.num_latents):
+                pass
+
+        wall, cpu = _timed(draw, FLAGS.repeats)
+        _emit(_row("sampling", net, kernel=FLAGS.sampling_kernel,
+                   num_steps=FLAGS.sampling_steps, num_latents=FLAGS.num_latents,
+                   chunk_size=FLAGS.batch, latents_per_s=round(FLAGS.num_latents / wall, 2),
+                   ms_per_step=round(wall * 1e3 / FLAGS.sampling_steps
+                                     / -(-FLAGS.num_latents // FLAGS.batch), 1),
+                   cpu_ms=round(cpu * 1e3, 1), compile_s=round(compile_s, 2),
+                   repeats=FLAGS.repeats), rows)
+    return rows
+
+
+SECTIONS: Dict[str, Callable[[], List[Dict[str, Any]]]] = {
+    "train": train_section, "sampler": sampler_section, "sampling": sampling_section}
+
+
+# --------------------------------------------------------------------------------------- table
+
+
+def _fmt(value, spec: str) -> str:
+    width = int(spec.split(".")[0] or 0)
+    return "-".rjust(width) if value is None else format(value, spec)
 
 
 def _table(rows: List[Dict[str, Any]]) -> str:
-    lines = [f"{'net':8s} {'kernel':14s} {'options':58s} {'ms/step':>9s} {'compile s':>9s} "
-             f"{'load':>5s}"]
+    lines = [f"{'section':9s} {'net':7s} {'what':10s} {'ms':>9s} {'cpu ms':>9s} {'GFLOP':>8s} "
+             f"{'GFLOP/s':>8s} {'of mm':>6s} {'compile':>8s} {'RSS MB':>7s} {'load':>5s} "
+             f"{'authors':>8s} {'target':>7s}"]
     for r in rows:
-        options = ", ".join(f"{k}={r[k]}" for k in ("unroll", "hwio_convolutions",
-                                                     "num_leapfrog_steps") if k in r)
-        lines.append(f"{r['net']:8s} {r['kernel']:14s} {options:58s} {r['ms_per_step']:9.1f} "
-                     f"{r['compile_s']:9.2f} {r['load_avg_1m']:5.2f}")
-    ula = [r for r in rows if r["net"] == "sngan" and r["kernel"] == "ula"]  # default options first
-    if ula:
-        lines.append(f"ULA on SNGAN vs the authors' PyTorch ({PYTORCH_ULA_SNGAN_MS:.0f} ms/step): "
-                     f"{PYTORCH_ULA_SNGAN_MS / ula[0]['ms_per_step']:.2f}x")
+        if r["section"] == "machine":
+            continue
+        what = r.get("step") or r.get("kernel")
+        ms = r.get("energy_step_ms") or r.get("generator_step_ms") or r.get("iteration_ms") \
+            or r.get("ms_per_step")
+        key = {"energy": "energy", "base": "base"}.get(what, what)
+        authors = AUTHORS_MS.get((r["net"], key)) if r["section"] != "sampling" else None
+        extra = f" {r['latents_per_s']:.1f} latents/s" if "latents_per_s" in r else ""
+        lines.append(
+            f"{r['section']:9s} {r['net']:7s} {what:10s} {_fmt(ms, '9.1f')} "
+            f"{_fmt(r.get('cpu_ms'), '9.1f')} {_fmt(r.get('gflop'), '8.2f')} "
+            f"{_fmt(r.get('gflop_per_s'), '8.1f')} {_fmt(r.get('matmul_fraction'), '6.3f')} "
+            f"{_fmt(r.get('compile_s'), '8.2f')} {_fmt(r.get('peak_rss_mb'), '7.0f')} "
+            f"{r['load_avg_1m']:5.2f} {_fmt(authors, '8.0f')} "
+            f"{_fmt(authors and authors / TARGET_SPEEDUP, '7.0f')}{extra}")
+    rate = machine_rate()
+    lines.append(f"reference dense matmul ({FLAGS.matmul_size}^3 float32): XLA "
+                 f"{rate['xla']:.1f} GFLOP/s (the 'of mm' reference), numpy {rate['numpy']:.1f}")
     return "\n".join(lines)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if FLAGS.xnnpack:  # before jax starts its backend (jax is imported lazily below)
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                                   + " --xla_cpu_use_xnnpack=true").strip()
-    rows = SECTIONS[FLAGS.section]()
+    extra = (["--xla_cpu_use_xnnpack=true"] if FLAGS.xnnpack else []) + FLAGS.xla_flags.split()
+    if extra:  # before jax starts its backend (jax is imported lazily below)
+        os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", "")] + extra).strip()
+    rate = machine_rate()
+    rows: List[Dict[str, Any]] = []
+    _emit({"section": "machine", "xla_matmul_gflop_per_s": round(rate["xla"], 1),
+           "numpy_matmul_gflop_per_s": round(rate["numpy"], 1), "matmul_size": FLAGS.matmul_size,
+           "reference": "xla", "xla_flags": os.environ.get("XLA_FLAGS", ""),
+           "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}, rows)
+    names = SECTION_NAMES if FLAGS.section == "all" else [FLAGS.section]
+    for name in names:
+        rows += [r for r in SECTIONS[name]()]
     print(_table(rows), file=sys.stdout, flush=True)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from experiments import cli  # pylint: disable=g-import-not-at-top
+    cli.run(main)

@@ -38,10 +38,19 @@ def _check(module: nn.Module) -> None:
     common.check_positive(owner, "width", module.width)
 
 
-def _up_conv(features: int, use_bias: bool, name: str) -> nn.ConvTranspose:
-    """4x4 stride-2 transposed conv: (N, H, W, C) -> (N, 2H, 2W, features)."""
-    return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", use_bias=use_bias,
-                            kernel_init=_INIT, name=name)
+def _up_conv(features: int, use_bias: bool, name: str) -> nn.Module:
+    """4x4 stride-2 transposed conv: (N, H, W, C) -> (N, 2H, 2W, features); the parameters and
+    outputs of nn.ConvTranspose(features, (4, 4), strides=2, padding='SAME'), computed without
+    XLA's zero-dilated input (common.ResampleConv)."""
+    return common.ResampleConv(features, 4, "transpose2", use_bias=use_bias, kernel_init=_INIT,
+                               name=name)
+
+
+def _down_conv(features: int, kernel: int, name: str) -> nn.Module:
+    """k x k stride-2 SAME conv with bias: (N, H, W, C) -> (N, H/2, W/2, features); nn.Conv's
+    parameters and outputs, computed as a stride-1 conv (common.ResampleConv) so that its
+    input-gradient is dense too."""
+    return common.ResampleConv(features, kernel, "stride2", kernel_init=_INIT, name=name)
 
 
 class DCGANGenerator(nn.Module):
@@ -102,8 +111,7 @@ class DCGANEnergy(nn.Module):
         del train
         common.check_images(type(self).__name__, x, self.image_size, self.channels)
         for i in range(common.num_stages(self.image_size)):
-            x = nn.Conv(self.width * 2 ** i, (4, 4), strides=(2, 2), padding="SAME",
-                        kernel_init=_INIT, name=f"down{i}")(x)
+            x = _down_conv(self.width * 2 ** i, 4, name=f"down{i}")(x)
             x = nn.leaky_relu(x, 0.2)
         x = nn.Dense(1, kernel_init=_INIT, name="out")(x.reshape(x.shape[0], -1))
         return x[:, 0].astype(jnp.float32)
@@ -141,7 +149,7 @@ class SNGANGenerator(nn.Module):
             features //= 2
             x = _up_conv(features, use_bias=False, name=f"up{i}")(x)
             x = nn.relu(common.batch_norm(train, self.axis_name, name=f"bn_up{i}")(x))
-        x = nn.Conv(self.channels, (3, 3), padding="SAME", kernel_init=_INIT, name="out")(x)
+        x = common.ResampleConv(self.channels, 3, "none", kernel_init=_INIT, name="out")(x)
         return jnp.tanh(x)
 
 
@@ -171,8 +179,11 @@ class SNGANEnergy(nn.Module):
         common.check_images(type(self).__name__, x, self.image_size, self.channels)
 
         def sn_conv(h, features, kernel, stride, name):
-            conv = nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding="SAME",
-                           kernel_init=_INIT, name=name)
+            if stride == 2:
+                conv = _down_conv(features, kernel, name)
+            else:
+                conv = common.ResampleConv(features, kernel, "none", kernel_init=_INIT,
+                                           name=name)
             h = common.spectral_norm(conv, name=f"sn_{name}")(h, update_stats=train)
             return nn.leaky_relu(h, 0.1)
 

@@ -42,8 +42,9 @@ def _check(module: nn.Module) -> None:
     common.check_positive(owner, "width", module.width)
 
 
-def _conv(features: int, kernel: int, init, name: str) -> nn.Conv:
-    return nn.Conv(features, (kernel, kernel), padding="SAME", kernel_init=init, name=name)
+def _conv(features: int, kernel: int, init, name: str) -> nn.Module:
+    """nn.Conv(features, (kernel, kernel), padding='SAME') with faster gradients (same params)."""
+    return common.ResampleConv(features, kernel, "none", kernel_init=init, name=name)
 
 
 class GeneratorBlock(nn.Module):
@@ -54,10 +55,12 @@ class GeneratorBlock(nn.Module):
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
         h = nn.relu(common.batch_norm(train, self.axis_name, name="bn1")(x))
-        h = _conv(self.features, 3, _RESIDUAL_INIT, "conv1")(common.upsample_nearest(h))
+        # conv1(upsample(h)) and conv(upsample(x)) computed at the low resolution (same values).
+        h = common.ResampleConv(self.features, 3, "upsample_before", kernel_init=_RESIDUAL_INIT,
+                                name="conv1")(h)
         h = nn.relu(common.batch_norm(train, self.axis_name, name="bn2")(h))
         h = _conv(self.features, 3, _RESIDUAL_INIT, "conv2")(h)
-        shortcut = _conv(self.features, 1, _INIT, "shortcut")(common.upsample_nearest(x))
+        shortcut = common.upsample_nearest(_conv(self.features, 1, _INIT, "shortcut")(x))
         return h + shortcut
 
 
@@ -71,22 +74,24 @@ class EnergyBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
-        def sn_conv(h, kernel, init, name):
-            conv = _conv(self.features, kernel, init, name)
+        def sn_conv(h, kernel, init, name, pool_after=False):
+            if pool_after:  # downsample_mean(conv(h)) as one stride-2 conv (same values)
+                conv = common.ResampleConv(self.features, kernel, "downsample_after",
+                                           kernel_init=init, name=name)
+            else:
+                conv = _conv(self.features, kernel, init, name)
             return common.spectral_norm(conv, name=f"sn_{name}")(h, update_stats=train)
 
         h = x if self.first else nn.relu(x)
         h = sn_conv(h, 3, _RESIDUAL_INIT, "conv1")
-        h = sn_conv(nn.relu(h), 3, _RESIDUAL_INIT, "conv2")
-        if self.downsample:
-            h = common.downsample_mean(h)
+        h = sn_conv(nn.relu(h), 3, _RESIDUAL_INIT, "conv2", pool_after=self.downsample)
 
         if self.first:
             shortcut = sn_conv(common.downsample_mean(x), 1, _INIT, "shortcut")
         elif self.downsample or x.shape[-1] != self.features:
-            shortcut = sn_conv(x, 1, _INIT, "shortcut")
-            if self.downsample:
-                shortcut = common.downsample_mean(shortcut)
+            # A 1x1 conv commutes with mean pooling: pool first, 4x less work.
+            shortcut = sn_conv(common.downsample_mean(x) if self.downsample else x, 1, _INIT,
+                               "shortcut")
         else:
             shortcut = x
         return h + shortcut
