@@ -14,10 +14,15 @@ from absl import app, flags
 from experiments import cli
 from kale_jax.errors import DataError
 
-flags.DEFINE_string("src", None, "pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
-flags.DEFINE_string("out", None, "Output .npz, e.g. third_party/inception/pt_inception-2015-12-05.npz")
-flags.mark_flags_as_required(["src", "out"])
 FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    """Defined only when run as a binary: tests import `convert` beside other binaries' flags."""
+    flags.DEFINE_string("src", None, "pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
+    flags.DEFINE_string("out", None,
+                        "Output .npz, e.g. third_party/inception/pt_inception-2015-12-05.npz")
+    flags.mark_flags_as_required(["src", "out"])
 
 
 def convert(src: str, out: str) -> int:
@@ -59,4 +64,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     cli.run(main)
