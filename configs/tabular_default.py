@@ -66,3 +66,28 @@ def get_config(flow: str = "realnvp") -> ml_collections.ConfigDict:
     config.eval.num_samples = 1000
     config.eval.nll_base_samples = 100_000
     return config
+
+
+def uci_config(dataset: str, flow: str, *, batch_size: int,
+               num_eval: int) -> ml_collections.ConfigDict:
+    """The settings configs/uci_*.py share: a wider flow and energy on a data set read from files.
+
+    Args:
+      dataset: config.data.name, one of the tabular sets of kale_jax/data/tabular.py.
+      flow: 'realnvp' or 'maf'.
+      batch_size: config.train.batch_size.
+      num_eval: held-out examples and samples at evaluation; at most the test split's size.
+    """
+    config = get_config(flow)
+    config.data.name = dataset
+    config.data.data_dir = ""  # set on the command line: the directory holding the file(s)
+    config.model.latent_dim = None  # the data dimension after preprocessing
+    config.model.generator_kwargs.hidden = 128
+    config.model.energy_kwargs.hidden = 128
+    config.train.batch_size = batch_size
+    config.train.num_steps = 20000
+    config.train.eval_every = 5000
+    config.train.checkpoint_every = 5000
+    config.eval.num_heldout = num_eval
+    config.eval.num_samples = num_eval
+    return config

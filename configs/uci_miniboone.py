@@ -17,16 +17,4 @@ from configs import tabular_default
 
 
 def get_config(flow: str = "realnvp") -> ml_collections.ConfigDict:
-    config = tabular_default.get_config(flow)
-    config.data.name = "miniboone"
-    config.data.data_dir = ""  # set on the command line: the directory holding the file(s)
-    config.model.latent_dim = None  # the data dimension after preprocessing
-    config.model.generator_kwargs.hidden = 128
-    config.model.energy_kwargs.hidden = 128
-    config.train.batch_size = 256
-    config.train.num_steps = 20000
-    config.train.eval_every = 5000
-    config.train.checkpoint_every = 5000
-    config.eval.num_heldout = 1000  # <= the test split
-    config.eval.num_samples = 1000
-    return config
+    return tabular_default.uci_config("miniboone", flow, batch_size=256, num_eval=1000)

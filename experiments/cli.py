@@ -1,9 +1,10 @@
 """Runs an absl main so that user errors print as one line and exit with status 2."""
 import functools
+import logging as std_logging
 import sys
 from typing import Callable
 
-from absl import app
+from absl import app, logging
 
 from kale_jax.errors import UserError
 
@@ -24,3 +25,15 @@ def run(main: Callable) -> None:
             sys.exit(getattr(error, "exit_status", USER_ERROR_STATUS))
 
     app.run(guarded)
+
+
+class _QuietOrbax:
+    """Drops orbax's INFO chatter (a dozen lines per checkpoint save); its warnings stay."""
+
+    def filter(self, record) -> bool:
+        return record.levelno > std_logging.INFO or "orbax" not in record.pathname
+
+
+def quiet_orbax_logs() -> None:
+    """Keeps orbax's INFO lines out of the binary's absl log (call from main, after flags)."""
+    logging.get_absl_handler().addFilter(_QuietOrbax())

@@ -22,7 +22,6 @@ against MCMC steps), chains.gif (config.sample.num_gif_chains chains over the re
 base.png / gebm.png image grids (images) or scatter.png (2-D / 3-D data).
 """
 import json
-import logging as std_logging
 import math
 import os
 import time
@@ -295,17 +294,10 @@ def run(config, workdir, outdir=None, step=None):
     return results
 
 
-class _QuietOrbax:
-    """Drops orbax's INFO chatter from the log; its warnings stay."""
-
-    def filter(self, record) -> bool:
-        return record.levelno > std_logging.INFO or "orbax" not in record.pathname
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.get_absl_handler().addFilter(_QuietOrbax())
+    cli.quiet_orbax_logs()
     from experiments import sample_outputs  # pylint: disable=g-import-not-at-top
     results = run(FLAGS.config, FLAGS.workdir, FLAGS.outdir, FLAGS.step)
     summary = {k: results[k] for k in ("kale_train", "kale_heldout", "acceptance_rate")}

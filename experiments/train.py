@@ -8,7 +8,6 @@ good checkpoint is named and kept); 1: an internal error, with its traceback. On
 with jax.distributed.initialize() before any device is used (--distributed=auto tries it and runs
 as a single process when no cluster is detected).
 """
-import logging as std_logging
 import sys
 
 from absl import app, flags, logging
@@ -32,13 +31,6 @@ def _config_source() -> str:
     return " ".join([config_flags.get_config_filename(FLAGS["config"])] + overrides)
 
 
-class _QuietOrbax:
-    """Drops orbax's INFO chatter (a dozen lines per save) from the log; its warnings stay."""
-
-    def filter(self, record) -> bool:
-        return record.levelno > std_logging.INFO or "orbax" not in record.pathname
-
-
 def _initialize_distributed(jax) -> None:
     if FLAGS.distributed == "no":
         return
@@ -53,7 +45,7 @@ def _initialize_distributed(jax) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.get_absl_handler().addFilter(_QuietOrbax())
+    cli.quiet_orbax_logs()
     import jax  # pylint: disable=g-import-not-at-top
     _initialize_distributed(jax)
     from kale_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top

@@ -555,7 +555,7 @@ def test_pickles_handed_to_our_loaders_are_refused(tmp_path):
     marker = tmp_path / "unpickled"
     # A pickle whose loading would create `marker`: proof that it was never unpickled.
     payload = (b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
-    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))  # pickles by default
     np.savez(tmp_path / "objects.npz", mu=np.zeros(3), sigma=np.array([None], dtype=object))
     (tmp_path / "raw.npz").write_bytes(payload)
     (tmp_path / "raw.npy").write_bytes(payload)
@@ -587,7 +587,7 @@ def test_no_code_path_unpickles_user_files():
                 offenders.append(f"{path}: np.load({call.group(1)})")
         for call in re.finditer(r"\btorch\.load\(([^)]*)\)", text):
             if "weights_only=True" not in call.group(1):
-                offenders.append(f"{path}: torch.load({call.group(1)})")
+                offenders.append(f"{path}: torch load without weights_only=True: {call.group(0)}")
     assert not offenders, offenders
 
 

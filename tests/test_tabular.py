@@ -169,7 +169,7 @@ def test_miniboone_reads_a_plain_npy(tmp_path):
     ("parkinsons", lambda d: open(d / "parkinsons_updrs.data", "w").write(
         PARKINSONS_HEADER.replace("subject#", "id") + "\n"), r"parkinsons_updrs.data is malformed"),
     ("miniboone", lambda d: (os.makedirs(d / "miniboone"), np.save(
-        d / "miniboone" / "data.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)),
+        d / "miniboone" / "data.npy", np.array([{"a": 1}], dtype=object))),  # pickles by default
      r"data.npy is malformed.*2-D float"),
 ])
 def test_missing_or_malformed_files_raise_one_line(tmp_path, name, make, match):

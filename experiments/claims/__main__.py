@@ -18,7 +18,6 @@ Every claim also folds OUT/flows.json (written by `python -m experiments.flows_v
 claims.json under "flows" when that file exists: a flat JSON object with at least the test NLLs
 true_test_nll, mle_flow_test_nll, mle_gebm_test_nll and kale_gebm_test_nll (nats per example).
 """
-import logging as std_logging
 import time
 
 from absl import flags, logging
@@ -36,18 +35,11 @@ flags.mark_flags_as_required(["claim"])
 FLAGS = flags.FLAGS
 
 
-class _QuietOrbax:
-    """Drops orbax's INFO chatter (a dozen lines per checkpoint save) from the log."""
-
-    def filter(self, record) -> bool:
-        return record.levelno > std_logging.INFO or "orbax" not in record.pathname
-
-
 def main(argv):
     if len(argv) > 1:
         from absl import app  # pylint: disable=g-import-not-at-top
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.get_absl_handler().addFilter(_QuietOrbax())
+    cli.quiet_orbax_logs()
     from experiments.claims import runners  # pylint: disable=g-import-not-at-top
     started = time.monotonic()
     runners.run(FLAGS.claim, tiny=FLAGS.tiny, out=FLAGS.out, workdir=FLAGS.workdir,
