@@ -18,18 +18,20 @@ Sections (networks randomly initialised: speed does not depend on training):
   same flags, same threads as the steps) and numpy's (`numpy_matmul_gflop_per_s`, for context).
 * `train`: one energy step (`energy_step_ms`), one base step (`generator_step_ms`) and one GEBM
   iteration, --n_critic energy steps then one base step (`iteration_ms`), with the real training
-  steps (kale_jax.train.steps wrapped by train.parallel.DataParallel on one device, state
-  donated), criterion 'kale' with the gradient penalty.
+  steps (kale_jax.train.steps wrapped by train.parallel.DataParallel on --devices devices,
+  state donated), criterion 'kale' with the gradient penalty.
 * `sampler`: ms per MCMC step of `kale_jax.hmc.sample` on the latent posterior
-  U(z) = |z|^2 / 2 + E(B(z)), per kernel (`ms_per_step`); optionally blackjax's MALA and HMC on
-  the same potential.
+  U(z) = |z|^2 / 2 + E(B(z)), per kernel (`ms_per_step`), chains split over --devices devices
+  (shard_map); optionally blackjax's MALA and HMC on the same potential, split the same way.
 * `sampling`: chunked GEBM sampling with `kale_jax.sampling.Sampler` (--sampling_kernel,
   --sampling_steps, --num_latents in chunks of --batch): `latents_per_s` over the whole draw
   (host copies included) and the peak memory.
 
 Timings: the median over --repeats timed runs after one warm-up run; ms figures are wall-clock
 per step. XLA:CPU flags: --xnnpack (default on) adds --xla_cpu_use_xnnpack=true; --xla_flags
-appends anything else; both are applied before jax starts.
+appends anything else; both are applied before jax starts, as is --cpu_devices (one CPU device
+per core by default: on a CPU-only machine every section runs data-parallel over the cores;
+`devices` in each row says over how many devices).
 """
 import json
 import os
@@ -69,6 +71,11 @@ flags.DEFINE_bool("xnnpack", True, "Run XLA:CPU convolutions through XNNPACK "
                   "(--xla_cpu_use_xnnpack=true; 1.7x faster on the SNGAN pair).")
 flags.DEFINE_string("xla_flags", "", "Extra XLA_FLAGS (for flag experiments).")
 flags.DEFINE_integer("matmul_size", 2048, "Side of the reference matmul.")
+flags.DEFINE_integer("devices", 0, "Devices the steps run on, data-parallel (batch / chains split "
+                     "across them; 0: every local device).")
+flags.DEFINE_integer("cpu_devices", 0, "CPU devices jax creates (jax_num_cpu_devices; 0: one per "
+                     "core). XLA:CPU runs much of a step's convolution work on one thread, so "
+                     "one device per core, data-parallel, is what keeps every core busy.")
 FLAGS = flags.FLAGS
 
 # The authors' PyTorch code (torch 2.13 CPU, 2 threads) on the same 2-core machines, batch 64,
@@ -193,13 +200,42 @@ def _variables(net: str, generator, energy):
     return gen_vars, energy_vars
 
 
+def _devices() -> list:
+    """The devices every section runs on (--devices of the local devices)."""
+    import jax  # pylint: disable=g-import-not-at-top
+    devices = jax.local_devices()
+    count = FLAGS.devices or len(devices)
+    if count > len(devices) or FLAGS.batch % count:
+        raise app.UsageError(f"--devices={FLAGS.devices}: need at most {len(devices)} devices "
+                             f"that divide --batch={FLAGS.batch}")
+    return devices[:count]
+
+
+def _split_chains(run: Callable) -> Callable:
+    """run(gen_vars, energy_vars, key, z) -> (positions, acceptance), run with the chains (rows of
+    z) split over _devices(); each device folds its index into the key."""
+    import jax  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from jax.sharding import Mesh, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+    devices = _devices()
+    if len(devices) == 1:
+        return run
+    mesh = Mesh(np.array(devices), ("chains",))
+
+    def local(gen_vars, energy_vars, key, z):
+        return run(gen_vars, energy_vars, jax.random.fold_in(key, jax.lax.axis_index("chains")), z)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(), P("chains")),
+                         out_specs=P("chains"), check_vma=False)
+
+
 def _row(section: str, net: str, **fields) -> Dict[str, Any]:
     widths = _widths(net)
     row = {"section": section, "net": net, "batch": FLAGS.batch, "latent": FLAGS.latent,
            "image_size": FLAGS.image_size, "generator_width": widths["generator"],
            "energy_width": widths["energy"]}
     row.update(fields)
-    row.update(peak_rss_mb=_peak_rss_mb(), xnnpack=FLAGS.xnnpack,
+    row.update(devices=len(_devices()), peak_rss_mb=_peak_rss_mb(), xnnpack=FLAGS.xnnpack,
                load_avg_1m=round(os.getloadavg()[0], 2))
     return row
 
@@ -310,6 +346,7 @@ def sampler_section() -> List[Dict[str, Any]]:
         if FLAGS.blackjax:
             runs += [(f"blackjax_{k}", {}, _blackjax(generator, energy, k, steps))
                      for k in ("mala", "hmc")]
+        runs = [(kernel, extra, _split_chains(fn)) for kernel, extra, fn in runs]
         step_flops = {}
         for kernel, extra, fn in runs:
             ms, cpu_ms, compile_s, _ = _time_jitted(fn, args, steps)
@@ -333,7 +370,7 @@ def sampler_section() -> List[Dict[str, Any]]:
 
 
 def _train_setup(net: str):
-    """(spec, replicated state, sharded batch, DataParallel) for one device."""
+    """(spec, replicated state, sharded batch, DataParallel) for _devices()."""
     import jax  # pylint: disable=g-import-not-at-top
     import numpy as np  # pylint: disable=g-import-not-at-top
     from kale_jax.train import optim, parallel, steps  # pylint: disable=g-import-not-at-top
@@ -349,7 +386,7 @@ def _train_setup(net: str):
     state = state_lib.create(generator_variables=gen_vars, energy_variables=energy_vars,
                              energy_tx=spec.energy_tx, base_tx=spec.base_tx,
                              key=jax.random.key_data(jax.random.key(4)))
-    wrapper = parallel.DataParallel("shard_map", jax.devices()[:1])
+    wrapper = parallel.DataParallel("shard_map", _devices())
     x = np.asarray(jax.random.uniform(jax.random.key(5), (FLAGS.batch,) + _data_shape(net),
                                       minval=-1.0))
     return spec, wrapper.replicate(state), wrapper.shard_batch(x), wrapper
@@ -368,7 +405,8 @@ def train_section() -> List[Dict[str, Any]]:
             start = time.perf_counter()
             compiled[which] = wrapped.lower(state, x).compile()
             compile_s[which] = time.perf_counter() - start
-            flops[which] = _cost_flops(compiled[which])
+            per_device = _cost_flops(compiled[which])  # cost analysis of one device's program
+            flops[which] = None if per_device is None else per_device * wrapper.num_devices
         holder = {"state": state}  # the state is donated: always continue from the newest
 
         def run(which):
@@ -415,7 +453,7 @@ def sampling_section() -> List[Dict[str, Any]]:
                                     step_size=STEP_SIZE)
         start = time.perf_counter()
         sampler = sampling.Sampler(model, spec, chunk_size=FLAGS.batch,
-                                   devices=jax.local_devices()[:1], record_samples=False)
+                                   devices=_devices(), record_samples=False)
         warm = list(sampler.chunks(jax.random.key(6), gen_vars, energy_vars, FLAGS.batch))
         compile_s = time.perf_counter() - start  # compile + one chunk
         del warm
@@ -479,12 +517,15 @@ def main(argv):
     extra = (["--xla_cpu_use_xnnpack=true"] if FLAGS.xnnpack else []) + FLAGS.xla_flags.split()
     if extra:  # before jax starts its backend (jax is imported lazily below)
         os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", "")] + extra).strip()
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update("jax_num_cpu_devices", FLAGS.cpu_devices or os.cpu_count() or 1)
     rate = machine_rate()
     rows: List[Dict[str, Any]] = []
     _emit({"section": "machine", "xla_matmul_gflop_per_s": round(rate["xla"], 1),
            "numpy_matmul_gflop_per_s": round(rate["numpy"], 1), "matmul_size": FLAGS.matmul_size,
            "reference": "xla", "xla_flags": os.environ.get("XLA_FLAGS", ""),
-           "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}, rows)
+           "cpu_count": os.cpu_count(), "devices": [str(d) for d in _devices()],
+           "load_avg_1m": round(os.getloadavg()[0], 2)}, rows)
     names = SECTION_NAMES if FLAGS.section == "all" else [FLAGS.section]
     for name in names:
         rows += [r for r in SECTIONS[name]()]
