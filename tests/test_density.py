@@ -33,7 +33,7 @@ def _tiny(objective="kale"):
 
 @pytest.mark.parametrize("setting,value,match", [
     ("model.base_objective", "ml", r"config.model.base_objective='ml' is not one of \('kale', "
-                                   r"'mle'\)"),
+                                   r"'mle', 'gebm_mle'\)"),
 ])
 def test_bad_base_objective_is_a_one_line_config_error(setting, value, match):
     config = _tiny()
@@ -43,12 +43,23 @@ def test_bad_base_objective_is_a_one_line_config_error(setting, value, match):
         validate(config)
 
 
-def test_mle_needs_a_flow_and_a_flow_needs_the_data_dimension():
-    config = _tiny("mle")
+@pytest.mark.parametrize("objective", ["mle", "gebm_mle"])
+def test_density_objectives_need_a_flow_and_the_kale_criterion(objective):
+    config = _tiny(objective)
     config.model.generator = "mlp"
     config.model.generator_kwargs = {}
-    with pytest.raises(ConfigError, match=r"base_objective='mle' needs a flow generator"):
+    with pytest.raises(ConfigError, match=rf"base_objective='{objective}' needs a flow generator "
+                                          r"\(config.model.generator in \('realnvp', 'maf'\)\), "
+                                          r"got 'mlp'$"):
         validate(config)
+    config = _tiny(objective)
+    config.train.criterion = "logistic"
+    with pytest.raises(ConfigError, match=rf"base_objective='{objective}' trains the energy with "
+                                          r"KALE; set config.train.criterion='kale'"):
+        validate(config)
+
+
+def test_a_flow_needs_the_data_dimension():
     config = _tiny("mle")
     config.model.latent_dim = 3
     with pytest.raises(ConfigError, match=r"latent_dim=3 must equal the data dimension 4"):
