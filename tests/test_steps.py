@@ -72,7 +72,7 @@ def test_gebm_mle_loss_and_gradient_match_the_gaussian_closed_form():
                        donate_state=False)
     x = np.random.default_rng(0).normal(0.2, 1.3, size=(batch, 1)).astype(np.float32)
     state = dp.replicate(_state(spec, mu, p))
-    loss, grads, _, e_fake = jax.device_get(grads_fn(state, dp.shard_batch(x)))
+    loss, grads, _, e_fake, base_nll = jax.device_get(grads_fn(state, dp.shard_batch(x)))
     loss, e_fake = float(np.ravel(loss)[0]), np.asarray(e_fake).reshape(-1)[:batch]
 
     # Exactly the documented estimate for the step's own latents (same key, global draw).
@@ -83,6 +83,7 @@ def test_gebm_mle_loss_and_gradient_match_the_gaussian_closed_form():
     np.testing.assert_allclose(e_fake, 0.5 * prec * (y - center) ** 2, rtol=1e-4, atol=1e-5)
     nll_g = np.mean(0.5 * ((x[:, 0] - mu) / s) ** 2 + log_s + 0.5 * math.log(2 * math.pi))
     np.testing.assert_allclose(loss, nll_g + math.log(np.mean(w)), rtol=1e-5)
+    np.testing.assert_allclose(float(np.ravel(base_nll)[0]), nll_g, rtol=1e-5)
 
     # Against the closed form, within 4 Monte-Carlo standard errors (delta method over w).
     se_log_z = np.std(w, ddof=1) / (math.sqrt(batch) * np.mean(w))

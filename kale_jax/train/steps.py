@@ -242,7 +242,7 @@ def mle_base_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainSta
 
 
 def gebm_mle_gradients(spec: StepSpec, state: TrainState,
-                       x: Array) -> Tuple[Array, Any, Dict[str, Any], Array]:
+                       x: Array) -> Tuple[Array, Any, Dict[str, Any], Array, Array]:
     """The 'gebm_mle' base loss and its generator gradient over the global batch (per device).
 
     Loss: kale.gebm_base_loss = -mean_i log g(x_i) + log mean_j exp(-E(B(z_j))), i over the
@@ -258,7 +258,8 @@ def gebm_mle_gradients(spec: StepSpec, state: TrainState,
       x: this device's data, (global_batch_size / devices, D).
     Returns:
       (loss before the update, pmean-ed gradient w.r.t. generator_params, the generator's new
-      mutable state, the gathered base-sample energies (global_batch_size,)).
+      mutable state, the gathered base-sample energies (global_batch_size,), the batch's
+      -mean log g(x)).
     """
     n = x.shape[0]
     z = _local_latents(spec, step_key(state.key, BASE_STREAM, state.base_step), n)
@@ -271,11 +272,11 @@ def gebm_mle_gradients(spec: StepSpec, state: TrainState,
                                               state.generator_state, z, train=True)
         e_fake = parallel.all_gather(_floor(spec, spec.energy.apply(energy_vars, fake,
                                                                       train=False)))
-        return kale.gebm_base_loss(log_g, e_fake), (generator_state, e_fake)
+        return kale.gebm_base_loss(log_g, e_fake), (generator_state, e_fake, -jnp.mean(log_g))
 
-    (loss, (generator_state, e_fake)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.generator_params)
-    return loss, parallel.pmean(grads), generator_state, e_fake
+    (loss, (generator_state, e_fake, base_nll)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.generator_params)
+    return loss, parallel.pmean(grads), generator_state, e_fake, base_nll
 
 
 def gebm_mle_base_step(spec: StepSpec, state: TrainState,
@@ -296,11 +297,11 @@ def gebm_mle_base_step(spec: StepSpec, state: TrainState,
 
     Args, returns: as base_step. Metrics: 'base_loss' (the loss before the update),
     'gebm_nll_batch' (that plus mean E(x): the batch estimate of the GEBM's NLL, nats per
-    example), 'base_ess' (effective sample size of the weights exp(-E(B(z))) as a fraction of the
+    example), 'base_nll_batch' (-mean log g(x), the flow's own batch NLL), 'base_ess' (effective sample size of the weights exp(-E(B(z))) as a fraction of the
     global batch: small values mean the log-mean-exp is dominated by a few samples),
     'log_partition' (A).
     """
-    loss, grads, generator_state, e_fake = gebm_mle_gradients(spec, state, x)
+    loss, grads, generator_state, e_fake, base_nll = gebm_mle_gradients(spec, state, x)
     e_data = parallel.all_gather(_floor(spec, spec.energy.apply(state.energy_variables(), x,
                                                                   train=False)))
     updates, opt_state = spec.base_tx.update(grads, state.base_opt_state, state.generator_params)
@@ -312,6 +313,7 @@ def gebm_mle_base_step(spec: StepSpec, state: TrainState,
     )
     metrics = {"base_loss": loss,
                "gebm_nll_batch": loss + jnp.mean(e_data),
+               "base_nll_batch": base_nll,
                "base_ess": kale.effective_sample_size(e_fake) / e_fake.shape[0],
                "log_partition": state.log_partition}
     return new_state, metrics
