@@ -293,7 +293,10 @@ def gebm_mle_base_step(spec: StepSpec, state: TrainState,
     estimate (gebm_mle_gradients; the log partition from the step's own base samples, because A
     carries no gradient to the base). Both steps thus ascend the same objective, exact maximum
     likelihood of the GEBM, unlike base_step (whose optimum concentrates the base where E is low)
-    and unlike mle_base_step (which fits the flow alone and ignores E).
+    and unlike mle_base_step (which fits the flow alone and ignores E). In expectation the base
+    gradient is E_P[grad log g] - E_q[grad log g] (q the GEBM): it vanishes once q = P however the
+    density is split between g and exp(-E), so the likelihood does not identify the split and a
+    fast energy leaves the base to learn slowly.
 
     Args, returns: as base_step. Metrics: 'base_loss' (the loss before the update),
     'gebm_nll_batch' (that plus mean E(x): the batch estimate of the GEBM's NLL, nats per
