@@ -29,6 +29,10 @@ example, on the whole test / validation split):
   gebm_mle_log_z, gebm_mle_log_z_stderr    its Monte-Carlo log Z and delta-method standard error
   gebm_mle_base_test_nll               its flow base alone
   gebm_mle_minus_mle_nats_per_dim      (gebm_mle_test_nll - mle_flow_test_nll) / dim
+  gebm_mle_minus_mle_se, mle_gebm_minus_mle_se   standard error of gebm_mle_test_nll (resp.
+                                       mle_gebm_test_nll) - mle_flow_test_nll, nats per example,
+                                       paired over the test examples (all runs score the same
+                                       points); the log Z error (*_log_z_stderr) is not included
   gebm_mle_target_met                  that difference <= target_nats_per_dim
   gebm_mle_base_ess_median, gebm_mle_base_ess_min   effective sample size of the base step's
                                        weights exp(-E(B(z))), as a fraction of the batch, over the
@@ -115,11 +119,33 @@ def training_ess(workdir: str) -> tuple:
     return float(np.median(ess)), float(ess[0])
 
 
+def test_nlls(config, state, log_z: float) -> tuple:
+    """Per-example test NLLs (nats) of a trained run: (flow -log g(x), GEBM -log q(x)), each (N,),
+    with the GEBM's log Z as evaluated (`log_z` of its metrics row)."""
+    # pylint: disable=g-import-not-at-top
+    from kale_jax import data
+    from kale_jax.metrics import nll
+    from kale_jax.train import loop
+    spec = loop.step_spec(config, data.get_info(config.data))
+    log_g, e = nll.log_probs_and_energies(
+        spec.generator, spec.energy, state.generator_variables(), state.energy_variables(),
+        data.full_split(config.data, "test"), spec.energy_floor)
+    return -log_g, -(log_g - e - log_z)
+
+
+def paired_se(a, b):
+    """Standard error of mean(a) - mean(b) for per-example values on the same points, or None."""
+    if a is None or b is None:
+        return None
+    d = np.asarray(a) - np.asarray(b)
+    return float(np.std(d, ddof=1) / np.sqrt(d.size))
+
+
 def main(argv):
     del argv
     from kale_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
     root = FLAGS.workdir or tempfile.mkdtemp(prefix="flows_vs_mle_")
-    results, seconds, configs, errors, ess = {}, {}, {}, {}, {}
+    results, seconds, configs, errors, ess, per_example = {}, {}, {}, {}, {}, {}
     try:
         for objective in OBJECTIVES:
             config = make_config(objective, FLAGS.flow, FLAGS.tiny, FLAGS.seed, FLAGS.num_steps)
@@ -127,8 +153,10 @@ def main(argv):
             shutil.rmtree(workdir, ignore_errors=True)  # always a fresh run
             started = time.monotonic()
             try:
-                train_and_evaluate(config, workdir)
+                state = train_and_evaluate(config, workdir)
                 results[objective] = final_eval(workdir)
+                per_example[objective] = test_nlls(config, state,
+                                                   results[objective]["log_z"])
                 if objective == "gebm_mle":
                     ess[objective] = training_ess(workdir)
             except FloatingPointError as error:  # a diverged run is a result, not a crash
@@ -152,6 +180,8 @@ def main(argv):
     gebm_mle_gap = ((gebm_mle["gebm_test_nll"] - mle["base_test_nll"]) / dim
                     if gebm_mle else None)
     ess_median, ess_min = ess.get("gebm_mle", (None, None))
+    mle_flow_nll = per_example["mle"][0]
+    gebm_nll = {k: per_example[k][1] if k in per_example else None for k in OBJECTIVES}
     out = {
         "command": "python -m experiments.flows_vs_mle " + " ".join(sys.argv[1:]),
         "tiny": bool(FLAGS.tiny),
@@ -185,6 +215,8 @@ def main(argv):
         "gebm_mle_minus_mle_nats_per_dim": gebm_mle_gap,
         "gebm_mle_target_met": bool(gebm_mle_gap is not None
                                     and gebm_mle_gap <= TARGET_NATS_PER_DIM),
+        "gebm_mle_minus_mle_se": paired_se(gebm_nll["gebm_mle"], mle_flow_nll),
+        "mle_gebm_minus_mle_se": paired_se(gebm_nll["mle"], mle_flow_nll),
         "gebm_mle_base_ess_median": ess_median,
         "gebm_mle_base_ess_min": ess_min,
         "kale_error": errors.get("kale", ""),

@@ -120,3 +120,4 @@ def test_flows_vs_mle_tiny_trains_all_objectives_and_writes_the_documented_json(
     assert result["gebm_mle_test_nll"] == flows_vs_mle.final_eval(
         str(tmp_path / "gebm_mle"))["gebm_test_nll"]
     assert 0.0 < result["gebm_mle_base_ess_min"] <= result["gebm_mle_base_ess_median"] <= 1.0
+    assert result["gebm_mle_minus_mle_se"] > 0 and result["mle_gebm_minus_mle_se"] > 0
