@@ -18,8 +18,10 @@ Keys (the layout every config shares; tools and tests rely on these names):
                            (data-dependent ones are filled in from the dataset, see train/models.py)
   model.latent_dim         latent dimension d, z ~ N(0, I_d)
   model.energy_floor       None, or E -> relu(E - floor) + floor (reference: -10)
-  model.base_objective     'kale' (KALE base step) or 'mle' (flow generators only: maximum
-                           likelihood of the flow; see configs/tabular_default.py)
+  model.base_objective     'kale' (KALE base step), 'mle' (flow generators only: maximum
+                           likelihood of the flow) or 'gebm_mle' (flow generators only: maximum
+                           likelihood of the GEBM flow x exp(-E) / Z, jointly with the energy
+                           step); see configs/tabular_default.py
   train.num_steps          base (generator) steps; the run's step counter
   train.batch_size         GLOBAL batch (data and latents), divided over all devices
   train.n_critic           energy steps before each base step ...

@@ -3,7 +3,10 @@
 A RealNVP base (6 affine couplings) and an MLP energy, trained with KALE
 (model.base_objective='kale': energy steps and KALE base steps, the GEBM is the model), or the
 same flow by maximum likelihood (--config.model.base_objective=mle: the flow is the model; the
-energy is still trained on top of it with the same schedule, so both runs cost the same).
+energy is still trained on top of it with the same schedule, so both runs cost the same), or the
+GEBM by maximum likelihood (--config.model.base_objective=gebm_mle: KALE energy steps and base
+steps on -log g(x) + log mean exp(-E(B(z))), which together ascend the GEBM's log-likelihood; the
+GEBM is the model).
 Evaluation writes valid_nll / test_nll (nats per example) of the trained model, the flow's and
 the GEBM's NLLs, the Monte-Carlo log Z with its standard error and the true density's test NLL
 (true_test_nll) to WORKDIR/metrics.jsonl.
@@ -11,7 +14,9 @@ the GEBM's NLLs, the Monte-Carlo log Z with its standard error and the true dens
     python -m experiments.train --config=configs/tabular_default.py --workdir=/tmp/tab_kale
     python -m experiments.train --config=configs/tabular_default.py --workdir=/tmp/tab_mle \
         --config.model.base_objective=mle
-    python -m experiments.flows_vs_mle --out=experiments/results/flows.json   # both + JSON
+    python -m experiments.train --config=configs/tabular_default.py --workdir=/tmp/tab_gebm_mle \
+        --config.model.base_objective=gebm_mle
+    python -m experiments.flows_vs_mle --out=experiments/results/flows.json   # all three + JSON
 
 `get_config('maf')` swaps the base for a MAF (5 MADE blocks).
 """

@@ -5,7 +5,7 @@ where each file comes from). About 525123 rows, 21 features (MAF's column remova
 most 1000) for validation, standardised with the training split's statistics.
 
     python -m experiments.train --config=configs/uci_hepmass.py --workdir=/tmp/hepmass \
-        --config.data.data_dir=/data/uci [--config.model.base_objective=mle]
+        --config.data.data_dir=/data/uci [--config.model.base_objective=gebm_mle|mle]
 
 metrics.jsonl rows from evaluation carry valid_nll / test_nll (nats per example) of the trained
 model, with base_* (the flow) and gebm_* NLLs, log_z and log_z_stderr. `get_config('maf')` uses a

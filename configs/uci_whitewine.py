@@ -5,7 +5,7 @@ where each file comes from). About 4898 rows, 11 features, dequantised; split 10
 most 1000) for validation, standardised with the training split's statistics.
 
     python -m experiments.train --config=configs/uci_whitewine.py --workdir=/tmp/whitewine \
-        --config.data.data_dir=/data/uci [--config.model.base_objective=mle]
+        --config.data.data_dir=/data/uci [--config.model.base_objective=gebm_mle|mle]
 
 metrics.jsonl rows from evaluation carry valid_nll / test_nll (nats per example) of the trained
 model, with base_* (the flow) and gebm_* NLLs, log_z and log_z_stderr. `get_config('maf')` uses a

@@ -1,12 +1,15 @@
-r"""Flow base trained by KALE (the GEBM) vs the same flow trained by maximum likelihood.
+r"""A GEBM with a flow base, trained by KALE or by maximum likelihood, vs the flow alone by MLE.
 
     python -m experiments.flows_vs_mle --out=experiments/results/flows.json          # full
     python -m experiments.flows_vs_mle --tiny --out=/tmp/flows_tiny.json             # smoke test
 
-Trains configs/tabular_default.py (embedded 4-D 'gaussian_mixture', exact density known) twice
-with the same networks, schedule and number of base steps: model.base_objective='mle' (the flow
-is the model) and 'kale' (the GEBM flow x exp(-E) / Z is the model), then writes one flat JSON
-object (all NLLs in nats per example, on the whole test / validation split):
+Trains configs/tabular_default.py (embedded 4-D 'gaussian_mixture', exact density known) three
+times with the same networks, schedule, number of base steps and energy steps:
+model.base_objective='mle' (the flow is the model; an energy is trained by KALE on top of it),
+'gebm_mle' (the GEBM flow x exp(-E) / Z is the model, fitted by maximum likelihood: KALE energy
+steps and base steps on -log g(x) + log mean exp(-E(B(z)))) and 'kale' (the GEBM is the model, the
+flow trained by the KALE base step), then writes one flat JSON object (all NLLs in nats per
+example, on the whole test / validation split):
 
   command, tiny, dataset, dim, flow, num_base_steps, batch_size, seed   what was run
   true_test_nll                        -mean log p(x) of the true density on the test split
@@ -21,11 +24,26 @@ object (all NLLs in nats per example, on the whole test / validation split):
   mle_gebm_minus_mle_nats_per_dim      (mle_gebm_test_nll - mle_flow_test_nll) / dim: the energy
                                        (trained by KALE) on top of the MLE flow
   mle_gebm_target_met                  that difference <= target_nats_per_dim
-  kale_error                           '' or the error that stopped the KALE run (non-finite
+  gebm_mle_test_nll, gebm_mle_valid_nll    the GEBM trained by joint maximum likelihood
+  gebm_mle_test_nll_sem                its standard error over test examples
+  gebm_mle_log_z, gebm_mle_log_z_stderr    its Monte-Carlo log Z and delta-method standard error
+  gebm_mle_base_test_nll               its flow base alone
+  gebm_mle_minus_mle_nats_per_dim      (gebm_mle_test_nll - mle_flow_test_nll) / dim
+  gebm_mle_minus_mle_se, mle_gebm_minus_mle_se   standard error of gebm_mle_test_nll (resp.
+                                       mle_gebm_test_nll) - mle_flow_test_nll, nats per example,
+                                       paired over the test examples (all runs score the same
+                                       points); the log Z error (*_log_z_stderr) is not included
+  gebm_mle_target_met                  that difference <= target_nats_per_dim
+  gebm_mle_base_ess_median, gebm_mle_base_ess_min   effective sample size of the base step's
+                                       weights exp(-E(B(z))), as a fraction of the batch, over the
+                                       logged training rows
+  kale_error, gebm_mle_error           '' or the error that stopped that run (non-finite
                                        losses); its numbers are then null
-  mle_mmd_base, kale_mmd_base, kale_mmd_gebm   unbiased MMD^2 between held-out data and samples
-                                       of the MLE flow / the KALE flow / the KALE GEBM (latent MCMC)
-  mle_seconds, kale_seconds            wall-clock time of each run (training + evaluation)
+  mle_mmd_base, kale_mmd_base, kale_mmd_gebm, gebm_mle_mmd_base, gebm_mle_mmd_gebm   unbiased
+                                       MMD^2 between held-out data and samples of the MLE flow /
+                                       the KALE flow / the KALE GEBM (latent MCMC) / the gebm_mle
+                                       flow / the gebm_mle GEBM
+  mle_seconds, kale_seconds, gebm_mle_seconds   wall-clock time of each run (training + eval)
 
 --tiny shrinks networks, steps and evaluation so the command finishes in well under a minute
 (its numbers only show the pipeline works). Workdirs go to --workdir (default: a temporary
@@ -38,6 +56,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 from absl import flags, logging
 
 from experiments import cli
@@ -51,10 +70,12 @@ flags.DEFINE_integer("seed", 0, "The runs' seed.")
 FLAGS = flags.FLAGS
 
 TARGET_NATS_PER_DIM = 0.05
+OBJECTIVES = ("mle", "gebm_mle", "kale")
 
 
 def make_config(objective: str, flow: str, tiny: bool, seed: int, num_steps=None):
-    """configs/tabular_default.py for `objective` ('kale' | 'mle'); shrunk when `tiny`."""
+    """configs/tabular_default.py for `objective` ('kale' | 'mle' | 'gebm_mle'); shrunk when
+    `tiny`."""
     from configs import tabular_default  # pylint: disable=g-import-not-at-top
     config = tabular_default.get_config(flow)
     config.seed = seed
@@ -88,20 +109,56 @@ def final_eval(workdir: str) -> dict:
     return [r for r in rows if "test_nll" in r][-1]
 
 
+def training_ess(workdir: str) -> tuple:
+    """(median, min) of the logged 'base_ess' of a gebm_mle run's training rows, or Nones."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    ess = sorted(r["base_ess"] for r in rows if "base_ess" in r)
+    if not ess:
+        return None, None
+    return float(np.median(ess)), float(ess[0])
+
+
+def test_nlls(config, state, log_z: float) -> tuple:
+    """Per-example test NLLs (nats) of a trained run: (flow -log g(x), GEBM -log q(x)), each (N,),
+    with the GEBM's log Z as evaluated (`log_z` of its metrics row)."""
+    # pylint: disable=g-import-not-at-top
+    from kale_jax import data
+    from kale_jax.metrics import nll
+    from kale_jax.train import loop
+    spec = loop.step_spec(config, data.get_info(config.data))
+    log_g, e = nll.log_probs_and_energies(
+        spec.generator, spec.energy, state.generator_variables(), state.energy_variables(),
+        data.full_split(config.data, "test"), spec.energy_floor)
+    return -log_g, -(log_g - e - log_z)
+
+
+def paired_se(a, b):
+    """Standard error of mean(a) - mean(b) for per-example values on the same points, or None."""
+    if a is None or b is None:
+        return None
+    d = np.asarray(a) - np.asarray(b)
+    return float(np.std(d, ddof=1) / np.sqrt(d.size))
+
+
 def main(argv):
     del argv
     from kale_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
     root = FLAGS.workdir or tempfile.mkdtemp(prefix="flows_vs_mle_")
-    results, seconds, configs, errors = {}, {}, {}, {}
+    results, seconds, configs, errors, ess, per_example = {}, {}, {}, {}, {}, {}
     try:
-        for objective in ("mle", "kale"):
+        for objective in OBJECTIVES:
             config = make_config(objective, FLAGS.flow, FLAGS.tiny, FLAGS.seed, FLAGS.num_steps)
             workdir = os.path.join(root, objective)
             shutil.rmtree(workdir, ignore_errors=True)  # always a fresh run
             started = time.monotonic()
             try:
-                train_and_evaluate(config, workdir)
+                state = train_and_evaluate(config, workdir)
                 results[objective] = final_eval(workdir)
+                per_example[objective] = test_nlls(config, state,
+                                                   results[objective]["log_z"])
+                if objective == "gebm_mle":
+                    ess[objective] = training_ess(workdir)
             except FloatingPointError as error:  # a diverged run is a result, not a crash
                 logging.warning("%s run diverged: %s", objective, error)
                 errors[objective] = str(error).splitlines()[0]
@@ -113,13 +170,18 @@ def main(argv):
     finally:
         if FLAGS.workdir is None:
             shutil.rmtree(root, ignore_errors=True)
-    mle, kale = results["mle"], results["kale"]
+    mle, kale, gebm_mle = results["mle"], results["kale"], results["gebm_mle"]
     config = configs["kale"]
     dim = config.model.latent_dim
     if "mle" in errors:
         raise FloatingPointError(f"the maximum-likelihood run diverged: {errors['mle']}")
     gap = (kale["gebm_test_nll"] - mle["base_test_nll"]) / dim if kale else None
     mle_gap = (mle["gebm_test_nll"] - mle["base_test_nll"]) / dim
+    gebm_mle_gap = ((gebm_mle["gebm_test_nll"] - mle["base_test_nll"]) / dim
+                    if gebm_mle else None)
+    ess_median, ess_min = ess.get("gebm_mle", (None, None))
+    mle_flow_nll = per_example["mle"][0]
+    gebm_nll = {k: per_example[k][1] if k in per_example else None for k in OBJECTIVES}
     out = {
         "command": "python -m experiments.flows_vs_mle " + " ".join(sys.argv[1:]),
         "tiny": bool(FLAGS.tiny),
@@ -144,12 +206,29 @@ def main(argv):
         "target_met": bool(gap is not None and gap <= TARGET_NATS_PER_DIM),
         "mle_gebm_minus_mle_nats_per_dim": mle_gap,
         "mle_gebm_target_met": bool(mle_gap <= TARGET_NATS_PER_DIM),
+        "gebm_mle_test_nll": gebm_mle.get("gebm_test_nll"),
+        "gebm_mle_valid_nll": gebm_mle.get("gebm_valid_nll"),
+        "gebm_mle_test_nll_sem": gebm_mle.get("gebm_test_nll_sem"),
+        "gebm_mle_log_z": gebm_mle.get("log_z"),
+        "gebm_mle_log_z_stderr": gebm_mle.get("log_z_stderr"),
+        "gebm_mle_base_test_nll": gebm_mle.get("base_test_nll"),
+        "gebm_mle_minus_mle_nats_per_dim": gebm_mle_gap,
+        "gebm_mle_target_met": bool(gebm_mle_gap is not None
+                                    and gebm_mle_gap <= TARGET_NATS_PER_DIM),
+        "gebm_mle_minus_mle_se": paired_se(gebm_nll["gebm_mle"], mle_flow_nll),
+        "mle_gebm_minus_mle_se": paired_se(gebm_nll["mle"], mle_flow_nll),
+        "gebm_mle_base_ess_median": ess_median,
+        "gebm_mle_base_ess_min": ess_min,
         "kale_error": errors.get("kale", ""),
+        "gebm_mle_error": errors.get("gebm_mle", ""),
         "mle_mmd_base": mle.get("mmd_base"),
         "kale_mmd_base": kale.get("mmd_base"),
         "kale_mmd_gebm": kale.get("mmd_gebm"),
+        "gebm_mle_mmd_base": gebm_mle.get("mmd_base"),
+        "gebm_mle_mmd_gebm": gebm_mle.get("mmd_gebm"),
         "mle_seconds": seconds["mle"],
         "kale_seconds": seconds["kale"],
+        "gebm_mle_seconds": seconds["gebm_mle"],
     }
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     with open(FLAGS.out, "w") as f:

@@ -61,6 +61,39 @@ def base_loss(e_data: Array, e_fake: Array) -> Array:
     return -jnp.mean(e_data) - log_partition(e_fake)
 
 
+def gebm_base_loss(log_g_data: Array, e_fake: Array) -> Array:
+    """The base's loss for exact maximum likelihood of the GEBM q = g exp(-E) / Z (density bases).
+
+    -mean_i log g(x_i) + log mean_j exp(-E(y_j)), y_j ~ g: minus the batch GEBM log-likelihood
+    mean_i log q(x_i) = mean_i [log g(x_i) - E(x_i)] - log Z with Z = E_g[exp(-E)] estimated by
+    log-mean-exp, dropping mean_i E(x_i), which does not depend on the base. In the energy (for
+    fixed g) the same log-likelihood is -E_P[E] - log E_g[exp(-E)], the Donsker-Varadhan form of
+    KALE, so `energy_loss` (whose minimum over A is exactly that) and this loss ascend one
+    objective. Compared with `base_loss`, the log-partition term has the opposite sign (it pushes
+    base mass away from where E is low, which the energy already up-weights) and the data term
+    log g keeps the base's density on the data: for fixed E the optimum is g proportional to
+    p exp(E), i.e. q = p, whereas `base_loss` alone is optimal for a base concentrated where E is
+    lowest.
+
+    Args:
+        log_g_data: (n,) base log densities log g(x_i) of data samples (nats).
+        e_fake: (m,) energies of base samples.
+    Returns:
+        scalar loss (nats per example).
+    """
+    return -jnp.mean(log_g_data) + log_partition(e_fake)
+
+
+def effective_sample_size(e_fake: Array) -> Array:
+    """Kish's effective sample size of the weights exp(-e_fake): (sum w)^2 / sum w^2 in [1, m].
+
+    The log-partition estimate log mean exp(-E) and its gradient are dominated by a few samples
+    when this is small compared with m. e_fake: (m,) -> scalar.
+    """
+    neg = -jnp.asarray(e_fake)
+    return jnp.exp(2.0 * logsumexp(neg) - logsumexp(2.0 * neg))
+
+
 def estimate(e_data: Array, e_fake: Array, log_partition: Array | None = None) -> Array:
     """The KALE estimate from energies.
 

@@ -112,7 +112,7 @@ def _binary(*args, cwd=ROOT):
 
 def test_flows_json_is_folded_in(tmp_path):
     flows = {"true_test_nll": 1.1, "mle_flow_test_nll": 1.25, "mle_gebm_test_nll": 1.2,
-             "kale_gebm_test_nll": 1.3, "dataset": "x"}
+             "gebm_mle_test_nll": 1.15, "kale_gebm_test_nll": 1.3, "dataset": "x"}
     (tmp_path / "flows.json").write_text(json.dumps(flows))
     (tmp_path / "claims.json").write_text(json.dumps({"kale_vs_kl": {"kept": 1}}))
     proc = _binary("--claim=flows", f"--out={tmp_path}")

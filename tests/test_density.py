@@ -33,7 +33,7 @@ def _tiny(objective="kale"):
 
 @pytest.mark.parametrize("setting,value,match", [
     ("model.base_objective", "ml", r"config.model.base_objective='ml' is not one of \('kale', "
-                                   r"'mle'\)"),
+                                   r"'mle', 'gebm_mle'\)"),
 ])
 def test_bad_base_objective_is_a_one_line_config_error(setting, value, match):
     config = _tiny()
@@ -43,12 +43,23 @@ def test_bad_base_objective_is_a_one_line_config_error(setting, value, match):
         validate(config)
 
 
-def test_mle_needs_a_flow_and_a_flow_needs_the_data_dimension():
-    config = _tiny("mle")
+@pytest.mark.parametrize("objective", ["mle", "gebm_mle"])
+def test_density_objectives_need_a_flow_and_the_kale_criterion(objective):
+    config = _tiny(objective)
     config.model.generator = "mlp"
     config.model.generator_kwargs = {}
-    with pytest.raises(ConfigError, match=r"base_objective='mle' needs a flow generator"):
+    with pytest.raises(ConfigError, match=rf"base_objective='{objective}' needs a flow generator "
+                                          r"\(config.model.generator in \('realnvp', 'maf'\)\), "
+                                          r"got 'mlp'$"):
         validate(config)
+    config = _tiny(objective)
+    config.train.criterion = "logistic"
+    with pytest.raises(ConfigError, match=rf"base_objective='{objective}' trains the energy with "
+                                          r"KALE; set config.train.criterion='kale'"):
+        validate(config)
+
+
+def test_a_flow_needs_the_data_dimension():
     config = _tiny("mle")
     config.model.latent_dim = 3
     with pytest.raises(ConfigError, match=r"latent_dim=3 must equal the data dimension 4"):
@@ -80,14 +91,14 @@ def test_mle_base_steps_lower_the_training_nll_and_leave_the_energy_alone():
     assert losses[-1] < losses[0]
 
 
-def test_flows_vs_mle_tiny_trains_both_objectives_and_writes_the_documented_json(tmp_path):
-    """Runs the binary (both objectives, tiny): each run's metrics carry the model's NLLs."""
+def test_flows_vs_mle_tiny_trains_all_objectives_and_writes_the_documented_json(tmp_path):
+    """Runs the binary (three objectives, tiny): each run's metrics carry the model's NLLs."""
     out = tmp_path / "flows.json"
     proc = subprocess.run([sys.executable, "-m", "experiments.flows_vs_mle", "--tiny",
                            f"--out={out}", "--num_steps=3", f"--workdir={tmp_path}"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for objective, model in (("kale", "gebm"), ("mle", "base")):
+    for objective, model in (("kale", "gebm"), ("mle", "base"), ("gebm_mle", "gebm")):
         row = flows_vs_mle.final_eval(str(tmp_path / objective))
         for split in ("valid", "test"):
             assert row[f"{split}_nll"] == row[f"{model}_{split}_nll"]
@@ -96,9 +107,17 @@ def test_flows_vs_mle_tiny_trains_both_objectives_and_writes_the_documented_json
         assert abs(row["true_test_nll"] - 3.855) < 0.01
     result = json.loads(out.read_text())
     for key in ("true_test_nll", "mle_flow_test_nll", "kale_gebm_test_nll", "kale_log_z_stderr",
-                "gebm_minus_mle_nats_per_dim", "target_met"):
+                "gebm_minus_mle_nats_per_dim", "target_met", "gebm_mle_test_nll",
+                "gebm_mle_log_z_stderr", "gebm_mle_minus_mle_nats_per_dim", "gebm_mle_target_met",
+                "gebm_mle_base_ess_median", "gebm_mle_error", "gebm_mle_seconds"):
         assert key in result
     assert result["tiny"] is True and result["dim"] == 4
     assert all(not isinstance(v, (dict, list)) for v in result.values())  # flat
     np.testing.assert_allclose(result["gebm_minus_mle_nats_per_dim"],
                                (result["kale_gebm_test_nll"] - result["mle_flow_test_nll"]) / 4)
+    np.testing.assert_allclose(result["gebm_mle_minus_mle_nats_per_dim"],
+                               (result["gebm_mle_test_nll"] - result["mle_flow_test_nll"]) / 4)
+    assert result["gebm_mle_test_nll"] == flows_vs_mle.final_eval(
+        str(tmp_path / "gebm_mle"))["gebm_test_nll"]
+    assert 0.0 < result["gebm_mle_base_ess_min"] <= result["gebm_mle_base_ess_median"] <= 1.0
+    assert result["gebm_mle_minus_mle_se"] > 0 and result["mle_gebm_minus_mle_se"] > 0

@@ -267,3 +267,22 @@ def test_gradient_penalty_with_given_weights_matches_the_weights_its_key_draws()
     np.testing.assert_allclose(by_weights, jnp.mean(jnp.sum(jnp.cos(x_hat) ** 2, -1)), rtol=1e-5)
     with pytest.raises(ValueError, match="needs `key` or `weights`"):
         kale.gradient_penalty(energy, x_real, x_fake)
+
+
+def test_gebm_base_loss_is_minus_mean_log_g_plus_log_mean_exp_and_stable():
+    log_g = np.array([-1.0, -2.5, 0.3], np.float32)
+    e_fake = np.array([0.2, -0.7, 1.5, 0.0], np.float32)
+    expected = -np.mean(log_g) + np.log(np.mean(np.exp(-e_fake.astype(np.float64))))
+    np.testing.assert_allclose(kale.gebm_base_loss(log_g, e_fake), expected, rtol=1e-6)
+    # Shifting every energy by c shifts the loss by -c, also far outside float32's exp range.
+    np.testing.assert_allclose(kale.gebm_base_loss(log_g, e_fake - 1000.0), expected + 1000.0,
+                               rtol=1e-6)
+
+
+def test_effective_sample_size_of_equal_and_of_one_dominant_weight():
+    np.testing.assert_allclose(kale.effective_sample_size(jnp.full((50,), 3.0)), 50.0, rtol=1e-5)
+    e = jnp.concatenate([jnp.array([-200.0]), jnp.zeros(49)])
+    np.testing.assert_allclose(kale.effective_sample_size(e), 1.0, rtol=1e-5)
+    # Two equal weights and the rest negligible: ESS 2.
+    e = jnp.concatenate([jnp.array([-50.0, -50.0]), jnp.zeros(10)])
+    np.testing.assert_allclose(kale.effective_sample_size(e), 2.0, rtol=1e-5)

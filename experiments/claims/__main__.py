@@ -16,7 +16,8 @@ sphere3d and ring runs).
 
 Every claim also folds OUT/flows.json (written by `python -m experiments.flows_vs_mle`) into
 claims.json under "flows" when that file exists: a flat JSON object with at least the test NLLs
-true_test_nll, mle_flow_test_nll, mle_gebm_test_nll and kale_gebm_test_nll (nats per example).
+true_test_nll, mle_flow_test_nll, mle_gebm_test_nll, gebm_mle_test_nll and kale_gebm_test_nll
+(nats per example).
 """
 import time
 

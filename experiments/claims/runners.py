@@ -12,7 +12,8 @@ from experiments.claims import common
 from kale_jax.errors import DataError
 
 FLOWS_FILE = "flows.json"
-FLOWS_KEYS = ("true_test_nll", "mle_flow_test_nll", "mle_gebm_test_nll", "kale_gebm_test_nll")
+FLOWS_KEYS = ("true_test_nll", "mle_flow_test_nll", "mle_gebm_test_nll", "gebm_mle_test_nll",
+              "kale_gebm_test_nll")
 
 
 def _log(message: str) -> None:

@@ -7,7 +7,8 @@ Metrics (metrics.jsonl names; nats per example; kale_jax.metrics.nll computes th
   log_z, log_z_stderr               Monte-Carlo log Z over eval.nll_base_samples base samples
                                     and its delta-method standard error
   valid_nll, test_nll               those of the model being trained: the flow for
-                                    model.base_objective='mle', the GEBM for 'kale'
+                                    model.base_objective='mle', the GEBM for 'kale' and
+                                    'gebm_mle'
   true_test_nll                     the data's exact density on the test split, when known
                                     (the embedded 'gaussian_mixture')
 Splits: a tabular set's whole 'valid' and 'test' splits; other vector sets use

@@ -64,7 +64,7 @@ def step_spec(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> step
 @functools.lru_cache(maxsize=None)
 def _wrapped_step(kind: str, devices: tuple, spec: steps.StepSpec, which: str) -> Callable:
     step = {"energy": steps.energy_step, "base": steps.base_step,
-            "base_mle": steps.mle_base_step}[which]
+            "base_mle": steps.mle_base_step, "base_gebm_mle": steps.gebm_mle_base_step}[which]
     return parallel.DataParallel(kind, devices).wrap(functools.partial(step, spec),
                                                      batch_axes=(0,))
 
@@ -126,9 +126,11 @@ class Trainer:
 
     def base_step_fn(self) -> Callable:
         """The compiled base step: (state, sharded batch) -> (state, metrics); the maximum-
-        likelihood step for config.model.base_objective='mle'."""
-        mle = self.config.model.get("base_objective", "kale") == "mle"
-        return _wrapped_step(*self._cache_key, "base_mle" if mle else "base")
+        likelihood step of the flow for config.model.base_objective='mle', of the GEBM for
+        'gebm_mle'."""
+        which = {"kale": "base", "mle": "base_mle", "gebm_mle": "base_gebm_mle"}[
+            self.config.model.get("base_objective", "kale")]
+        return _wrapped_step(*self._cache_key, which)
 
     def run_iteration(self, state: TrainState, base_step: int, batches) -> tuple:
         """schedule.energy_steps_before(base_step) energy steps, then base step `base_step`.

@@ -241,6 +241,87 @@ def mle_base_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainSta
     return new_state, {"base_loss": parallel.pmean(loss), "log_partition": state.log_partition}
 
 
+def gebm_mle_gradients(spec: StepSpec, state: TrainState,
+                       x: Array) -> Tuple[Array, Any, Dict[str, Any], Array, Array]:
+    """The 'gebm_mle' base loss and its generator gradient over the global batch (per device).
+
+    Loss: kale.gebm_base_loss = -mean_i log g(x_i) + log mean_j exp(-E(B(z_j))), i over the
+    global data batch and j over the global batch of latents of this base step (the same draws as
+    base_step's), E in inference mode with the floor applied (the energy the GEBM uses). The
+    second term is reparameterised through the flow's samples B(z) = G_theta(z). Both log g and
+    the energies are all-gathered, so every device computes the global loss (its log-mean-exp does
+    not split into per-device means) and, as in base_step, the pmean of the per-device gradients
+    is the gradient of the global loss.
+
+    Args:
+      spec, state: as in base_step.
+      x: this device's data, (global_batch_size / devices, D).
+    Returns:
+      (loss before the update, pmean-ed gradient w.r.t. generator_params, the generator's new
+      mutable state, the gathered base-sample energies (global_batch_size,), the batch's
+      -mean log g(x)).
+    """
+    n = x.shape[0]
+    z = _local_latents(spec, step_key(state.key, BASE_STREAM, state.base_step), n)
+    energy_vars = state.energy_variables()
+
+    def loss_fn(generator_params):
+        log_g = parallel.all_gather(spec.generator.apply(
+            variables(generator_params, state.generator_state), x, method="log_prob"))
+        fake, generator_state = apply_network(spec.generator, generator_params,
+                                              state.generator_state, z, train=True)
+        e_fake = parallel.all_gather(_floor(spec, spec.energy.apply(energy_vars, fake,
+                                                                      train=False)))
+        return kale.gebm_base_loss(log_g, e_fake), (generator_state, e_fake, -jnp.mean(log_g))
+
+    (loss, (generator_state, e_fake, base_nll)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.generator_params)
+    return loss, parallel.pmean(grads), generator_state, e_fake, base_nll
+
+
+def gebm_mle_base_step(spec: StepSpec, state: TrainState,
+                       x: Array) -> Tuple[TrainState, Metrics]:
+    """One maximum-likelihood update of a flow base AS PART OF THE GEBM (per device)
+    (config.model.base_objective='gebm_mle').
+
+    The GEBM q = g exp(-E) / Z, Z = E_g[exp(-E)], has mean log-likelihood
+    E_P[log q] = E_P[log g] - E_P[E] - log E_g[exp(-E)]. In E it is the Donsker-Varadhan form of
+    KALE, which the unchanged energy step ascends: kale.energy_loss minimised jointly over E and
+    the scalar A is -(E_P[log q] - E_P[log g]) at A's optimum log Z, so A is the energy step's
+    running variational estimate of log Z (plus the gradient penalty, as for every criterion).
+    In the base parameters it is E_P[log g] - log E_g[exp(-E)]; this step descends its batch
+    estimate (gebm_mle_gradients; the log partition from the step's own base samples, because A
+    carries no gradient to the base). Both steps thus ascend the same objective, exact maximum
+    likelihood of the GEBM, unlike base_step (whose optimum concentrates the base where E is low)
+    and unlike mle_base_step (which fits the flow alone and ignores E). In expectation the base
+    gradient is E_P[grad log g] - E_q[grad log g] (q the GEBM): it vanishes once q = P however the
+    density is split between g and exp(-E), so the likelihood does not identify the split and a
+    fast energy leaves the base to learn slowly.
+
+    Args, returns: as base_step. Metrics: 'base_loss' (the loss before the update),
+    'gebm_nll_batch' (that plus mean E(x): the batch estimate of the GEBM's NLL, nats per
+    example), 'base_nll_batch' (-mean log g(x), the flow's own batch NLL), 'base_ess' (effective sample size of the weights exp(-E(B(z))) as a fraction of the
+    global batch: small values mean the log-mean-exp is dominated by a few samples),
+    'log_partition' (A).
+    """
+    loss, grads, generator_state, e_fake, base_nll = gebm_mle_gradients(spec, state, x)
+    e_data = parallel.all_gather(_floor(spec, spec.energy.apply(state.energy_variables(), x,
+                                                                  train=False)))
+    updates, opt_state = spec.base_tx.update(grads, state.base_opt_state, state.generator_params)
+    new_state = state.replace(
+        generator_params=optax.apply_updates(state.generator_params, updates),
+        generator_state=parallel.pmean(generator_state),
+        base_opt_state=opt_state,
+        base_step=state.base_step + 1,
+    )
+    metrics = {"base_loss": loss,
+               "gebm_nll_batch": loss + jnp.mean(e_data),
+               "base_nll_batch": base_nll,
+               "base_ess": kale.effective_sample_size(e_fake) / e_fake.shape[0],
+               "log_partition": state.log_partition}
+    return new_state, metrics
+
+
 def loss_value(spec: StepSpec, e_data: Array, e_fake: Array) -> Array:
     """The base loss for given energies (for reporting)."""
     if spec.criterion == "kale":

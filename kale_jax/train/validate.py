@@ -64,24 +64,27 @@ def _in_open_unit(config, key: str) -> None:
         raise ConfigError(f"config.{key}={value!r} must be in [0, 1)")
 
 
-BASE_OBJECTIVES = ("kale", "mle")
+BASE_OBJECTIVES = ("kale", "mle", "gebm_mle")
+DENSITY_OBJECTIVES = ("mle", "gebm_mle")  # base steps that need the base's exact log density
 
 
 def _validate_base_objective(config) -> None:
-    """config.model.base_objective: 'kale' (default when absent) or 'mle' (flow bases only)."""
+    """config.model.base_objective: 'kale' (default when absent), or 'mle' / 'gebm_mle' (flow
+    bases only, energy trained by KALE)."""
     from kale_jax import networks  # pylint: disable=g-import-not-at-top
 
     objective = config.model.get("base_objective", "kale")
     if objective not in BASE_OBJECTIVES:
         raise ConfigError(f"config.model.base_objective={objective!r} is not one of "
                           f"{BASE_OBJECTIVES}")
-    if objective == "mle" and config.model.generator not in networks.FLOW_NAMES:
-        raise ConfigError(f"config.model.base_objective='mle' needs a flow generator "
+    if objective in DENSITY_OBJECTIVES and config.model.generator not in networks.FLOW_NAMES:
+        raise ConfigError(f"config.model.base_objective={objective!r} needs a flow generator "
                           f"(config.model.generator in {networks.FLOW_NAMES}), got "
                           f"{config.model.generator!r}")
-    if objective == "mle" and config.train.criterion != "kale":
-        raise ConfigError(f"config.model.base_objective='mle' trains the energy with KALE; set "
-                          f"config.train.criterion='kale' (got {config.train.criterion!r})")
+    if objective in DENSITY_OBJECTIVES and config.train.criterion != "kale":
+        raise ConfigError(f"config.model.base_objective={objective!r} trains the energy with "
+                          f"KALE; set config.train.criterion='kale' "
+                          f"(got {config.train.criterion!r})")
     if "nll_base_samples" in config.eval:
         _positive_int(config, "eval.nll_base_samples", minimum=2)
 
