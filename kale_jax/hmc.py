@@ -85,14 +85,15 @@ DEFAULT_NUM_LEAPFROG_STEPS = 10
 DEFAULT_FRICTION = 1.0
 
 # Steps per iteration of the sampling loop (`lax.scan(..., unroll=...)`). Measured with
-# `python -m experiments.benchmark --section=sampler --net=sngan --unroll_sweep=2,4` (SNGAN pair,
-# 32x32, batch 64, latent 100, ULA, 4 steps per timed run, median of 3) on the shared 2-core CPU
-# machine (1-minute load 2.7-3.2 from other jobs): unroll=1 2684 ms/step (compile 9.7 s),
-# unroll=2 2488 ms/step (14.8 s), unroll=4 (= fully unrolled) 2541 ms/step. The differences
-# are within the run-to-run noise under that load, while compile time grows with unroll, so the
-# default is 1. (The large loop penalty noted in DESIGN.md section 5 came from convolution
-# kernel layouts inside loops, fixed by `with_hwio_convolutions`: without it ULA took
-# 6143 ms/step in the same run.)
+# `python -m experiments.benchmark --section=sampler --net=sngan --kernels=ula
+# --unroll_sweep=2,4,1,2,4 --repeats=3 --num_steps=4` (SNGAN pair, 32x32, batch 64, latent 100,
+# chains split over 2 CPU devices, median of 3) on an otherwise idle 2-core CPU machine,
+# 2026-11-29: unroll=1 681 and 632 ms/step, unroll=2 645 and 667, unroll=4 (= fully unrolled)
+# 674 and 626; compile 5.0-6.1 s for all. The differences are inside the run-to-run noise (the
+# machine's own matmul rate varied 78-165 GFLOP/s over the same hour), so the default is 1, the
+# smallest program. (The large loop penalty noted in DESIGN.md section 5 came from convolution
+# kernel layouts inside loops, fixed by `with_hwio_convolutions`: without it the ULA step took
+# 1056 ms against 650 ms with it in the same run.)
 DEFAULT_UNROLL = 1
 
 # Noise stream of `init` (KLA's initial velocity); steps use streams 0, 1, ...
