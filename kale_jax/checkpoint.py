@@ -22,8 +22,11 @@ Nothing is read or written at import.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
+import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -98,7 +101,8 @@ class Checkpoints:
                 raise FileNotFoundError(f"no checkpoint in {self.directory}")
         if target is not None:
             target = jax.tree_util.tree_map(_abstract, target)
-        return self._manager.restore(step, args=ocp.args.StandardRestore(target))
+        with _event_loops_cancel_leftover_tasks():
+            return self._manager.restore(step, args=ocp.args.StandardRestore(target))
 
     def restore_newest_readable(
             self, target: Any = None, is_good: Optional[Callable[[Any], bool]] = None
@@ -175,6 +179,90 @@ class Checkpoints:
         """Waits for pending saves and releases the manager."""
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+class _CancelLeftoverTasksOnClose(asyncio.AbstractEventLoopPolicy):
+    """Delegates to `inner`, except that the loops it makes cancel their unfinished tasks on close.
+
+    Why: orbax runs a restore on a fresh event loop and closes that loop as soon as the restore
+    raises (a damaged step). The reads of the other arrays, started together with asyncio.gather,
+    are left as pending tasks awaiting TensorStore futures; when such a read completes later,
+    TensorStore schedules the task's wake-up on the closed loop, which raises "Event loop is
+    closed" in a TensorStore thread (an unraisable exception printed on stderr). Cancelling the
+    tasks before the loop closes, as asyncio.run does, cancels their TensorStore reads with them;
+    a read that completes while that happens finds the loop closed and has nothing left to wake,
+    so its wake-up is dropped.
+    """
+
+    def __init__(self, inner: asyncio.AbstractEventLoopPolicy):
+        self.inner = inner
+
+    def get_event_loop(self):
+        return self.inner.get_event_loop()
+
+    def set_event_loop(self, loop):
+        self.inner.set_event_loop(loop)
+
+    def new_event_loop(self):
+        loop = self.inner.new_event_loop()
+        close, call_soon_threadsafe = loop.close, loop.call_soon_threadsafe
+
+        def cancel_leftover_tasks_and_close():
+            for _ in range(10):  # a cancelled task may start others while it unwinds
+                if loop.is_closed() or loop.is_running():
+                    break
+                leftover = [task for task in asyncio.all_tasks(loop) if not task.done()]
+                if not leftover:
+                    break
+                for task in leftover:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+            close()
+
+        def call_soon_threadsafe_unless_closed(callback, *args, **kwargs):
+            try:
+                return call_soon_threadsafe(callback, *args, **kwargs)
+            except RuntimeError:
+                if not loop.is_closed():
+                    raise
+                # A read that completed while its (cancelled) task was being torn down: nothing
+                # is left to wake.
+                return None
+
+        try:
+            loop.close = cancel_leftover_tasks_and_close
+            loop.call_soon_threadsafe = call_soon_threadsafe_unless_closed
+        except AttributeError:  # a loop type without instance attributes is left as it is
+            pass
+        return loop
+
+
+_policy_lock = threading.Lock()
+_policy_users = 0
+_policy_before: Optional[asyncio.AbstractEventLoopPolicy] = None
+
+
+@contextlib.contextmanager
+def _event_loops_cancel_leftover_tasks():
+    """Within: event loops that orbax creates cancel their unfinished tasks when closed.
+
+    Nests and works from several threads: the policy in force before the first entry is put back
+    after the last exit.
+    """
+    global _policy_users, _policy_before
+    with _policy_lock:
+        if _policy_users == 0:
+            _policy_before = asyncio.get_event_loop_policy()
+            asyncio.set_event_loop_policy(_CancelLeftoverTasksOnClose(_policy_before))
+        _policy_users += 1
+    try:
+        yield
+    finally:
+        with _policy_lock:
+            _policy_users -= 1
+            if _policy_users == 0:
+                asyncio.set_event_loop_policy(_policy_before)
+                _policy_before = None
 
 
 def _abstract(x: Any) -> Any:

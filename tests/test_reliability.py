@@ -45,19 +45,6 @@ SLOW_STEPS = ("--config.train.num_steps=100000", "--config.debug.sleep_per_step_
 
 
 # ------------------------------------------------------------------------------------ helpers
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    environment = dict(os.environ)
-    environment.update({
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        "JAX_PLATFORMS": "cpu",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla_cache")),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    })
-    return environment
-
-
 def _command(workdir, *overrides, config="configs/test.py"):
     return [sys.executable, "-m", "experiments.train", f"--config={config}",
             f"--workdir={workdir}", *overrides]

@@ -16,19 +16,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/test.py:digits"
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    environment = dict(os.environ)
-    environment.update({
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        "JAX_PLATFORMS": "cpu",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla_cache")),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    })
-    return environment
-
-
 def _start(args, env):
     return subprocess.Popen([sys.executable, "-m"] + args, cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -25,19 +25,6 @@ EVAL_KEYS = {"kale_heldout", "kale_heldout_dual", "mmd_base", "mmd_gebm", "gebm_
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    environment = dict(os.environ)
-    environment.update({
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        "JAX_PLATFORMS": "cpu",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla_cache")),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    })
-    return environment
-
-
-@pytest.fixture(scope="module")
 def end_to_end_runs(env, tmp_path_factory):
     """Starts the toy and the digits runs side by side (their compilations overlap on 2 cores);
     each test below waits for its own run."""
