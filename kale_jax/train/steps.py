@@ -201,13 +201,7 @@ def base_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainState, 
 
     grads, (generator_state, e_fake) = jax.grad(loss_fn, has_aux=True)(state.generator_params)
     grads = parallel.pmean(grads)
-    updates, opt_state = spec.base_tx.update(grads, state.base_opt_state, state.generator_params)
-    new_state = state.replace(
-        generator_params=optax.apply_updates(state.generator_params, updates),
-        generator_state=parallel.pmean(generator_state),
-        base_opt_state=opt_state,
-        base_step=state.base_step + 1,
-    )
+    new_state = _base_updated(spec, state, grads, generator_state)
     metrics = {"base_loss": loss_value(spec, e_data, e_fake),
                "kale_dv_batch": kale.estimate(e_data, e_fake),
                "log_partition": state.log_partition}
@@ -232,12 +226,7 @@ def mle_base_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainSta
 
     loss, grads = jax.value_and_grad(loss_fn)(state.generator_params)
     grads = parallel.pmean(grads)
-    updates, opt_state = spec.base_tx.update(grads, state.base_opt_state, state.generator_params)
-    new_state = state.replace(
-        generator_params=optax.apply_updates(state.generator_params, updates),
-        base_opt_state=opt_state,
-        base_step=state.base_step + 1,
-    )
+    new_state = _base_updated(spec, state, grads)
     return new_state, {"base_loss": parallel.pmean(loss), "log_partition": state.log_partition}
 
 
@@ -300,26 +289,33 @@ def gebm_mle_base_step(spec: StepSpec, state: TrainState,
 
     Args, returns: as base_step. Metrics: 'base_loss' (the loss before the update),
     'gebm_nll_batch' (that plus mean E(x): the batch estimate of the GEBM's NLL, nats per
-    example), 'base_nll_batch' (-mean log g(x), the flow's own batch NLL), 'base_ess' (effective sample size of the weights exp(-E(B(z))) as a fraction of the
-    global batch: small values mean the log-mean-exp is dominated by a few samples),
+    example), 'base_nll_batch' (-mean log g(x), the flow's own batch NLL), 'base_ess'
+    (effective sample size of the weights exp(-E(B(z))) as a fraction of the global batch: small
+    values mean the log-mean-exp is dominated by a few samples),
     'log_partition' (A).
     """
     loss, grads, generator_state, e_fake, base_nll = gebm_mle_gradients(spec, state, x)
     e_data = parallel.all_gather(_floor(spec, spec.energy.apply(state.energy_variables(), x,
                                                                   train=False)))
-    updates, opt_state = spec.base_tx.update(grads, state.base_opt_state, state.generator_params)
-    new_state = state.replace(
-        generator_params=optax.apply_updates(state.generator_params, updates),
-        generator_state=parallel.pmean(generator_state),
-        base_opt_state=opt_state,
-        base_step=state.base_step + 1,
-    )
+    new_state = _base_updated(spec, state, grads, generator_state)
     metrics = {"base_loss": loss,
                "gebm_nll_batch": loss + jnp.mean(e_data),
                "base_nll_batch": base_nll,
                "base_ess": kale.effective_sample_size(e_fake) / e_fake.shape[0],
                "log_partition": state.log_partition}
     return new_state, metrics
+
+
+def _base_updated(spec: StepSpec, state: TrainState, grads, generator_state=None) -> TrainState:
+    """`state` after one base-optimiser update with `grads` (already averaged over devices) and
+    base_step + 1; the base's BatchNorm statistics `generator_state`, when given, are averaged
+    over devices and stored."""
+    updates, opt_state = spec.base_tx.update(grads, state.base_opt_state, state.generator_params)
+    fields = {"generator_params": optax.apply_updates(state.generator_params, updates),
+              "base_opt_state": opt_state, "base_step": state.base_step + 1}
+    if generator_state is not None:
+        fields["generator_state"] = parallel.pmean(generator_state)
+    return state.replace(**fields)
 
 
 def loss_value(spec: StepSpec, e_data: Array, e_fake: Array) -> Array:
