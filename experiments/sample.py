@@ -298,6 +298,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     cli.quiet_orbax_logs()
+    cli.log_cpu_devices_hint()
     from experiments import sample_outputs  # pylint: disable=g-import-not-at-top
     results = run(FLAGS.config, FLAGS.workdir, FLAGS.outdir, FLAGS.step)
     summary = {k: results[k] for k in ("kale_train", "kale_heldout", "acceptance_rate")}
