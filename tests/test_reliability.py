@@ -236,18 +236,22 @@ def test_the_run_after_a_sigkill_resumes_and_sigint_saves(killed, interrupted):
             assert _snapshot(os.path.join(checkpoints, str(step))) == snapshot
 
 
-def _largest_array_file(step_dir):
-    files_ = glob.glob(os.path.join(step_dir, "**", "d", "*"), recursive=True)
-    return max(files_, key=os.path.getsize)
+def _truncate_array_files(step_dir, new_size=lambda size: size // 2):
+    """Cuts every array-data file (the 'd/' directories of orbax's OCDBT store) of a checkpoint
+    step. All of them: a step holds equal-sized copies at two levels and which one a restore
+    reads is orbax's business, so damaging one picked by size did not always damage the step."""
+    paths = glob.glob(os.path.join(step_dir, "**", "d", "*"), recursive=True)
+    assert paths, f"no array data files under {step_dir}"
+    for path in paths:
+        with open(path, "r+b") as f:
+            f.truncate(new_size(os.path.getsize(path)))
 
 
 def test_a_truncated_latest_checkpoint_is_reported_and_the_previous_one_used(env, interrupted):
     workdir, _, _, stop_step = interrupted
     checkpoints = os.path.join(workdir, "checkpoints")
     previous = _complete_steps(checkpoints)[-2]
-    damaged = _largest_array_file(os.path.join(checkpoints, str(stop_step)))
-    with open(damaged, "r+b") as f:
-        f.truncate(os.path.getsize(damaged) // 2)
+    _truncate_array_files(os.path.join(checkpoints, str(stop_step)))
     kept_files = _snapshot(os.path.join(checkpoints, str(previous)))
 
     num_steps = stop_step + 1
@@ -480,10 +484,12 @@ def test_restore_skips_a_damaged_latest_step_and_sets_it_aside(tmp_path, damage)
         ckpt.save(step, _tiny_state(step))
     ckpt.close()
     step_dir = os.path.join(directory, "2", "default")
-    path = (_largest_array_file(step_dir) if damage == "array_data"
-            else os.path.join(step_dir, damage))
-    with open(path, "r+b") as f:
-        f.truncate(os.path.getsize(path) // 2)
+    if damage == "array_data":
+        _truncate_array_files(step_dir)
+    else:
+        path = os.path.join(step_dir, damage)
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
 
     ckpt = checkpoint.Checkpoints(directory)
     step, state, skipped = ckpt.restore_newest_readable(_tiny_state(0))
@@ -499,9 +505,7 @@ def test_restore_when_every_step_is_damaged_moves_nothing(tmp_path):
     ckpt = checkpoint.Checkpoints(directory)
     ckpt.save(1, _tiny_state(1))
     ckpt.close()
-    path = _largest_array_file(os.path.join(directory, "1"))
-    with open(path, "r+b") as f:
-        f.truncate(3)
+    _truncate_array_files(os.path.join(directory, "1"), lambda size: min(size, 3))
     ckpt = checkpoint.Checkpoints(directory)
     with pytest.raises(CheckpointError, match=r"could be restored \(steps \[1\]\); newest, step 1"):
         ckpt.restore_newest_readable(_tiny_state(0))
