@@ -75,7 +75,27 @@ def _check_input(owner: str, x: Array, dim: int) -> None:
 
 
 class _Flow(nn.Module):
-    """Shared interface; subclasses define setup(), _layer_forward and _layer_inverse."""
+    """Shared attributes and interface; subclasses define setup(), _layer_forward and
+    _layer_inverse (and their own num_layers default).
+
+    Attributes:
+      dim: data (and latent) dimension D.
+      num_layers: coupling layers (RealNVP) or MADE blocks (MAF).
+      hidden, depth, activation: each conditioner network (depth hidden layers of `hidden` units).
+      scale_bound: soft bound c on each log-scale, c * tanh(s / c).
+      axis_name: accepted and ignored (no cross-example state).
+    """
+    dim: int = 2
+    num_layers: int = 6
+    hidden: int = 64
+    depth: int = 2
+    activation: str = "relu"
+    scale_bound: float = 3.0
+    axis_name: Optional[str] = None
+
+    def __post_init__(self):
+        _check_flow(self)
+        super().__post_init__()
 
     def _affine(self):
         return self.shift, _soft_bound(self.log_scale, self.scale_bound)
@@ -144,26 +164,9 @@ def coupling_mask(dim: int, layer: int) -> np.ndarray:
 
 
 class RealNVP(_Flow):
-    """RealNVP with affine couplings and alternating masks (see the module docstring).
-
-    Attributes:
-      dim: data (and latent) dimension D.
-      num_layers: coupling layers.
-      hidden, depth, activation: each conditioner MLP (depth hidden layers of `hidden` units).
-      scale_bound: soft bound c on each log-scale, c * tanh(s / c).
-      axis_name: accepted and ignored (no cross-example state).
-    """
-    dim: int = 2
+    """RealNVP with affine couplings and alternating masks (see the module docstring); attributes
+    as _Flow's, num_layers coupling layers whose conditioners are MLPs."""
     num_layers: int = 6
-    hidden: int = 64
-    depth: int = 2
-    activation: str = "relu"
-    scale_bound: float = 3.0
-    axis_name: Optional[str] = None
-
-    def __post_init__(self):
-        _check_flow(self)
-        super().__post_init__()
 
     def setup(self):
         self.conditioners = [
@@ -207,26 +210,9 @@ def made_masks(dim: int, hidden: int, depth: int, reverse: bool) -> Tuple[np.nda
 
 
 class MAF(_Flow):
-    """Masked autoregressive flow of MADE blocks, order reversed between blocks.
-
-    Attributes:
-      dim: data (and latent) dimension D.
-      num_layers: MADE blocks.
-      hidden, depth, activation: each MADE (depth masked hidden layers of `hidden` units).
-      scale_bound: soft bound c on each log-scale alpha, c * tanh(alpha / c).
-      axis_name: accepted and ignored (no cross-example state).
-    """
-    dim: int = 2
+    """Masked autoregressive flow of MADE blocks, order reversed between blocks; attributes as
+    _Flow's, num_layers MADE blocks (depth masked hidden layers each), log-scales alpha."""
     num_layers: int = 5
-    hidden: int = 64
-    depth: int = 2
-    activation: str = "relu"
-    scale_bound: float = 3.0
-    axis_name: Optional[str] = None
-
-    def __post_init__(self):
-        _check_flow(self)
-        super().__post_init__()
 
     def setup(self):
         # Plain parameters (not submodules) so that the sequential sampling loop is a pure
