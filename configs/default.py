@@ -28,6 +28,9 @@ Keys (the layout every config shares; tools and tests rely on these names):
   train.n_critic_warmup    ... except before base steps 0, warmup_every, 2 warmup_every, ...
   train.criterion          'kale', or the GAN baselines 'logistic' / 'wasserstein'
   train.penalty            'gradient' | 'l2' | 'gradient_l2' | 'none', weight penalty_weight
+  train.refine_from        None, or the base step from which the base is frozen and the remaining
+                           iterations train the energy alone (same schedule), with penalty weight
+                           refine_penalty_weight (None: penalty_weight); see configs/ring.py
   train.soft_clip          energy gradients through g -> 2g / (1 + g^2)
   train.a_init_batches     base batches for the Monte-Carlo initialisation of A
   train.log_every / eval_every / checkpoint_every / keep_checkpoints   in base steps
@@ -87,6 +90,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.criterion = "kale"
     config.train.penalty = "gradient"
     config.train.penalty_weight = 0.1
+    config.train.refine_from = config_dict.placeholder(int)  # None: no refinement phase
+    config.train.refine_penalty_weight = config_dict.placeholder(float)
     config.train.soft_clip = False
     config.train.a_init_batches = 50
     config.train.log_every = 100

@@ -80,6 +80,8 @@ BAD_SETTINGS = [
     ("train.batch_size", -4, ">= 1"),
     ("train.n_critic", 0, ">= 1"),
     ("train.penalty_weight", -1.0, ">= 0"),
+    ("train.refine_from", 0, "[1, config.train.num_steps"),
+    ("train.refine_penalty_weight", -0.5, ">= 0"),
     ("optim.energy.learning_rate", 0.0, "> 0"),
     ("optim.base.b1", 1.0, "[0, 1)"),
     ("sampler.kernel", "nuts", "mala"),

@@ -52,6 +52,30 @@ def _train_steps(devices, parallel, num_base_steps):
     return initial, jax.device_get(trainer.parallel.unreplicate(state))
 
 
+def test_refinement_phase_freezes_the_base_and_trains_the_energy():
+    """From train.refine_from on, iterations keep the schedule's energy steps (at the refinement
+    penalty weight) and leave the generator untouched: its parameters after the last iteration
+    equal those at refine_from exactly, while the energy's move."""
+    config = test_config.get_config()
+    config.train.refine_from, config.train.refine_penalty_weight = 2, 0.01
+    trainer = Trainer(config, jax.devices()[:1])
+    state = trainer.init_state()
+    batches = data.train_batches(config.data, batch_size=config.train.batch_size,
+                                 seed=config.seed)
+    snapshots = []
+    for t in range(4):
+        state, metrics = trainer.run_iteration(state, t, batches)
+        snapshots.append(jax.device_get(trainer.parallel.unreplicate(state)))
+    assert [trainer.refining(t) for t in range(4)] == [False, False, True, True]
+    assert "base_loss" not in trainer.host_metrics(metrics)  # the last iteration's base step
+    moved = _max_abs_difference(snapshots[0].generator_params, snapshots[1].generator_params)
+    assert moved > 0
+    assert _max_abs_difference(snapshots[1].generator_params, snapshots[3].generator_params) == 0
+    assert _max_abs_difference(snapshots[1].energy_params, snapshots[3].energy_params) > 0
+    assert int(snapshots[3].base_step) == 4
+    assert int(snapshots[3].energy_step) == schedule.energy_steps_until(4, config)
+
+
 def _max_abs_difference(a, b) -> float:
     diffs = jax.tree_util.tree_map(
         lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))),

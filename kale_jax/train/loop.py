@@ -21,6 +21,7 @@ config.debug (configs/default.py) can force a NaN or slow the steps down, for te
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -64,7 +65,8 @@ def step_spec(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> step
 @functools.lru_cache(maxsize=None)
 def _wrapped_step(kind: str, devices: tuple, spec: steps.StepSpec, which: str) -> Callable:
     step = {"energy": steps.energy_step, "base": steps.base_step,
-            "base_mle": steps.mle_base_step, "base_gebm_mle": steps.gebm_mle_base_step}[which]
+            "base_mle": steps.mle_base_step, "base_gebm_mle": steps.gebm_mle_base_step,
+            "base_frozen": steps.frozen_base_step}[which]
     return parallel.DataParallel(kind, devices).wrap(functools.partial(step, spec),
                                                      batch_axes=(0,))
 
@@ -104,6 +106,17 @@ class Trainer:
         self.info = data.get_info(config.data)
         self.spec = step_spec(config, self.info)
         self._cache_key = (config.parallel, tuple(self.parallel.devices), self.spec)
+        refine_weight = config.train.get("refine_penalty_weight")
+        self.refine_from = config.train.get("refine_from")
+        # The refinement phase's energy step differs from the joint phase's only in its penalty.
+        self._refine_key = (config.parallel, tuple(self.parallel.devices), dataclasses.replace(
+            self.spec, penalty_weight=float(
+                self.spec.penalty_weight if refine_weight is None else refine_weight)))
+
+    def refining(self, base_step: int) -> bool:
+        """Whether iteration `base_step` (0-based) belongs to the refinement phase: energy steps
+        (with train.refine_penalty_weight) against a frozen base."""
+        return self.refine_from is not None and base_step >= self.refine_from
 
     # ------------------------------------------------------------------------------ the state
     def init_state(self) -> TrainState:
@@ -120,20 +133,23 @@ class Trainer:
             jax.eval_shape(_fresh_state, self.spec, tuple(self.info.shape), self.config.seed))
 
     # ------------------------------------------------------------------------------- training
-    def energy_step_fn(self) -> Callable:
-        """The compiled energy step: (state, sharded batch) -> (state, metrics)."""
-        return _wrapped_step(*self._cache_key, "energy")
+    def energy_step_fn(self, refine: bool = False) -> Callable:
+        """The compiled energy step: (state, sharded batch) -> (state, metrics); with `refine`,
+        the refinement phase's (train.refine_penalty_weight)."""
+        return _wrapped_step(*(self._refine_key if refine else self._cache_key), "energy")
 
-    def base_step_fn(self) -> Callable:
+    def base_step_fn(self, refine: bool = False) -> Callable:
         """The compiled base step: (state, sharded batch) -> (state, metrics); the maximum-
         likelihood step of the flow for config.model.base_objective='mle', of the GEBM for
-        'gebm_mle'."""
-        which = {"kale": "base", "mle": "base_mle", "gebm_mle": "base_gebm_mle"}[
-            self.config.model.get("base_objective", "kale")]
+        'gebm_mle'; with `refine`, the frozen base's (only the step counter moves)."""
+        which = "base_frozen" if refine else {
+            "kale": "base", "mle": "base_mle", "gebm_mle": "base_gebm_mle"}[
+                self.config.model.get("base_objective", "kale")]
         return _wrapped_step(*self._cache_key, which)
 
     def run_iteration(self, state: TrainState, base_step: int, batches) -> tuple:
-        """schedule.energy_steps_before(base_step) energy steps, then base step `base_step`.
+        """schedule.energy_steps_before(base_step) energy steps, then base step `base_step`
+        (in the refinement phase, `refining`, the base step only advances the counter).
 
         One compiled energy step and one compiled base step serve every iteration (the count of
         energy steps is a host loop, so warm-up rounds need no second compilation). Calls are
@@ -150,7 +166,8 @@ class Trainer:
           (new replicated state, metrics in the device layout: the last energy step's and the
           base step's).
         """
-        energy_step, base_step_fn = self.energy_step_fn(), self.base_step_fn()
+        refine = self.refining(base_step)
+        energy_step, base_step_fn = self.energy_step_fn(refine), self.base_step_fn(refine)
         for _ in range(schedule.energy_steps_before(base_step, self.config)):
             x = self.parallel.shard_batch(next(batches))
             state, energy_metrics = energy_step(state, x)

@@ -306,6 +306,19 @@ def gebm_mle_base_step(spec: StepSpec, state: TrainState,
     return new_state, metrics
 
 
+def frozen_base_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainState, Metrics]:
+    """The base step of a refinement iteration (config.train.refine_from): the base is frozen.
+
+    Only base_step advances, so the schedule, the step keys and checkpoints count iterations as
+    in the joint phase; the energy steps of the iteration refine the energy against this fixed
+    base.
+
+    Args, returns: as base_step; the only metric is 'log_partition' (A).
+    """
+    del spec, x
+    return state.replace(base_step=state.base_step + 1), {"log_partition": state.log_partition}
+
+
 def _base_updated(spec: StepSpec, state: TrainState, grads, generator_state=None) -> TrainState:
     """`state` after one base-optimiser update with `grads` (already averaged over devices) and
     base_step + 1; the base's BatchNorm statistics `generator_state`, when given, are averaged

@@ -89,6 +89,19 @@ def _validate_base_objective(config) -> None:
         _positive_int(config, "eval.nll_base_samples", minimum=2)
 
 
+def _validate_refinement(config) -> None:
+    """config.train.refine_from: None (no refinement phase) or a base step in [1, num_steps);
+    config.train.refine_penalty_weight: None (the joint phase's weight) or a number >= 0."""
+    start = config.train.get("refine_from")
+    num_steps = config.train.num_steps
+    if start is not None and (isinstance(start, bool) or not isinstance(start, numbers.Integral)
+                              or not 1 <= start < num_steps):
+        raise ConfigError(f"config.train.refine_from={start!r} must be None (off) or an integer "
+                          f"in [1, config.train.num_steps={num_steps})")
+    if config.train.get("refine_penalty_weight") is not None:
+        _positive_float(config, "train.refine_penalty_weight", allow_zero=True)
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = None) -> None:
     """Raises ConfigError (a ValueError) on the first bad setting of a training config.
 
@@ -131,6 +144,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
                 "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                 "a_init_batches"):
         _positive_int(config, f"train.{key}")
+    _validate_refinement(config)
     if num_devices is not None and config.train.batch_size % num_devices:
         raise ConfigError(f"config.train.batch_size={config.train.batch_size} does not divide by "
                          f"the {num_devices} devices; use a multiple of {num_devices}")
