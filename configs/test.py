@@ -2,7 +2,8 @@
 
     --config=configs/test.py          the toy ring (2-D vectors, mlp pair)
     --config=configs/test.py:digits   digits as 8x8 images with the mlp pair (the image path)
-    --config=configs/test.py:sphere3d etc.: any vector dataset with the mlp pair
+    --config=configs/test.py:sphere3d etc.: any vector dataset with the mlp pair (sphere3d, grid,
+                                      curve, ...)
 """
 import ml_collections
 

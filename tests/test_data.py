@@ -9,7 +9,7 @@ from kale_jax import data
 from kale_jax.data import digits
 
 SHAPES = {"sphere3d": ((3,), "vector"), "ring": ((2,), "vector"), "grid": ((2,), "vector"),
-          "digits": ((32, 32, 1), "image")}
+          "curve": ((2,), "vector"), "digits": ((32, 32, 1), "image")}
 
 
 def config(name, **kwargs):
@@ -21,7 +21,7 @@ def take(iterator, count):
 
 
 def test_registry_names():
-    assert data.EMBEDDED_DATASETS == ("sphere3d", "ring", "grid", "digits")
+    assert data.EMBEDDED_DATASETS == ("sphere3d", "ring", "grid", "curve", "digits")
     assert set(data.DATASETS) == set(data.EMBEDDED_DATASETS) | {
         "cifar10", "celeb_a", "downsampled_imagenet/32x32", "lsun/bedroom"} | {
         "redwine", "whitewine", "parkinsons", "hepmass", "miniboone", "gaussian_mixture"}
@@ -149,6 +149,7 @@ def test_eval_examples_rejects_bad_arguments(name, kwargs, match):
 @pytest.mark.parametrize("name,key,value", [
     ("digits", "image_size", 28), ("digits", "image_size", True),
     ("ring", "std", 0.0), ("ring", "radius", -1.0), ("grid", "std", float("inf")),
+    ("curve", "noise", -0.1),
 ])
 def test_bad_dataset_keys_are_rejected_by_every_entry_point(name, key, value):
     bad = config(name, **{key: value})

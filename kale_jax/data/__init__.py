@@ -5,19 +5,22 @@
     test = eval_examples(config.data, split="test", num_examples=1000)
 
 Names (DATASETS): 'sphere3d' (a ground-truth GEBM in R^3, shape (3,)), 'ring' and 'grid'
-(2-D Gaussian mixtures, shape (2,)), 'digits' (scikit-learn's digits, (S, S, 1) images).
+(2-D Gaussian mixtures, shape (2,)), 'curve' (a known density on a wavy 1-D curve in 2-D, shape
+(2,)), 'digits' (scikit-learn's digits, (S, S, 1) images).
 All are embedded: ``data_dir`` is ignored. Images are NHWC float32 in [-1, 1]; vectors are
 float32 in the data's own units.
 
 Order: the global batch of step t depends only on (data, seed, t, batch_size), and for these
 embedded sets process p of P receives rows [p B / P, (p + 1) B / P) of it (see
-`kale_jax.data.batching`). Sampled sets (sphere3d, ring, grid) draw fresh i.i.d. batches; digits
-is read in epochs shuffled per (seed, epoch). Evaluation examples come from random streams
+`kale_jax.data.batching`). Sampled sets (sphere3d, ring, grid, curve) draw fresh i.i.d.
+batches; digits is read in epochs shuffled per (seed, epoch). Evaluation examples come from random streams
 independent of training (sampled sets) or from the held-out split (digits).
 
 Adding a dataset (the tfds image sets): write a module with its info / train_batches /
 eval_examples and register a `_Dataset` (with the splits it accepts) in `_REGISTRY`; the
-argument checks here apply to all.
+argument checks here apply to all. A set with a known answer also registers `exact_metrics`
+((data_config, samples) -> {name: value}, e.g. 'curve') and `metric_goals` (name -> 'min' or
+'max', whether smaller or larger is better).
 
 tfds image sets (kale_jax.data.tfds_images; prepared once by the user, never downloaded at run
 time): 'cifar10', 'celeb_a', 'downsampled_imagenet/32x32', 'lsun/bedroom'. Each process reads
@@ -32,17 +35,18 @@ known density. `full_split` returns a whole split (for exact held-out likelihood
 Per-dataset config keys (all optional):
     ring:   data.radius (2.0), data.std (0.02)
     grid:   data.std (0.05)
+    curve:  data.noise (0.0: points exactly on the curve)
     digits: data.image_size in (8, 16, 32, 64) (32)
     tfds sets: data.data_dir, data.manual_dir, data.image_size, data.crop_size (celeb_a),
                data.shuffle_buffer, data.prefetch, data.cache
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Dict, Iterator, Mapping, NamedTuple, Optional
 
 import numpy as np
 
-from kale_jax.data import batching, digits, sphere3d, tabular, tfds_images, toys
+from kale_jax.data import batching, curve, digits, sphere3d, tabular, tfds_images, toys
 
 SPLITS = ("train", "test")  # the splits of the embedded sets
 
@@ -64,6 +68,9 @@ class _Dataset(NamedTuple):
     # (data_config, *, split, num_examples, seed) -> array
     eval_examples: Callable[..., np.ndarray]
     splits: tuple[str, ...] = SPLITS
+    # (data_config, samples (N, *shape)) -> {metric name: value}, for sets with a known answer
+    exact_metrics: Optional[Callable[[Mapping, np.ndarray], Dict[str, float]]] = None
+    metric_goals: Mapping[str, str] = {}  # metric name -> 'min' / 'max' (which is better)
 
 
 def _sampled(name: str, shape: tuple[int, ...], make_draw) -> _Dataset:
@@ -104,6 +111,8 @@ _REGISTRY: dict[str, _Dataset] = {
     "sphere3d": _sampled("sphere3d", (sphere3d.DIMENSION,), lambda config: sphere3d.sample),
     "ring": _sampled("ring", (2,), toys.sampler),
     "grid": _sampled("grid", (2,), toys.sampler),
+    "curve": _sampled("curve", (2,), curve.sampler)._replace(
+        exact_metrics=curve.exact_metrics, metric_goals=curve.METRIC_GOALS),
     "digits": _Dataset(_digits_info, _digits_train, _digits_eval),
 }
 EMBEDDED_DATASETS: tuple[str, ...] = tuple(_REGISTRY)
