@@ -4,6 +4,8 @@
     --config=configs/test.py:digits   digits as 8x8 images with the mlp pair (the image path)
     --config=configs/test.py:sphere3d etc.: any vector dataset with the mlp pair (sphere3d, grid,
                                       curve, ...)
+    --config=configs/test.py:ebm      the energy-only EBM baseline (configs/ebm.py) on the ring;
+                                      ebm_<dataset> (e.g. ebm_grid, ebm_curve) on another dataset
 """
 import ml_collections
 
@@ -11,6 +13,8 @@ from configs import default
 
 
 def get_config(dataset: str = "ring") -> ml_collections.ConfigDict:
+    if dataset and (dataset == "ebm" or dataset.startswith("ebm_")):
+        return _ebm_config(dataset[len("ebm_"):] or "ring")
     config = default.get_config()
     config.data.name = dataset or "ring"
     config.model.latent_dim = 4
@@ -50,4 +54,23 @@ def get_config(dataset: str = "ring") -> ml_collections.ConfigDict:
     config.sample.num_data_examples = 32
     config.sample.num_kale_examples = 32
     config.sample.mmd_num_samples = 16
+    return config
+
+
+def _ebm_config(dataset: str) -> ml_collections.ConfigDict:
+    """configs/ebm.py with tiny networks, chains, buffer and run."""
+    from configs import ebm  # pylint: disable=g-import-not-at-top
+    config = ebm.get_config(dataset)
+    config.model.energy_kwargs = ml_collections.ConfigDict(dict(hidden=16, depth=1))
+    config.train.num_steps = 6
+    config.train.batch_size = 16
+    config.train.log_every = 2
+    config.train.eval_every = 3
+    config.train.checkpoint_every = 2
+    config.train.keep_checkpoints = 2
+    config.ebm.langevin_steps = 3
+    config.ebm.eval_steps = 4
+    config.ebm.buffer_size = 64
+    config.eval.num_heldout = 32
+    config.eval.num_samples = 16
     return config

@@ -4,6 +4,7 @@ Modules (import what you use; nothing here does I/O at import):
   kale_jax.kale       the KALE objective, estimators, log-partition, penalties
   kale_jax.hmc        latent MCMC: sample() and its kernels
   kale_jax.latent     the GEBM latent posterior potential
+  kale_jax.ebm        the energy-only EBM baseline: data-space Langevin, replay buffer, its step
   kale_jax.networks   Flax Linen generators and energies, by name
   kale_jax.data       embedded and tfds datasets
   kale_jax.train      training: state, steps, device parallelism, train_and_evaluate

@@ -5,7 +5,9 @@
 
 Modules: state (TrainState), steps (per-device energy/base steps), parallel (shard_map / pmap),
 schedule (n_critic rule), optim (optax), models (networks from a config), evaluate, outputs
-(metrics.jsonl, TensorBoard, pictures), validate (config checks), loop (train_and_evaluate).
+(metrics.jsonl, TensorBoard, pictures), validate (config checks), loop (train_and_evaluate),
+ebm_loop (train_ebm: the energy-only EBM baseline, config.train.criterion='ebm'; also reached
+through train_and_evaluate).
 """
 from kale_jax.train.loop import Trainer, train_and_evaluate
 from kale_jax.train.state import TrainState

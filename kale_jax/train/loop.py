@@ -101,6 +101,11 @@ class Trainer:
     def __init__(self, config: ml_collections.ConfigDict,
                  devices: Optional[Sequence[Any]] = None):
         validate(config, len(jax.devices() if devices is None else devices))
+        if config.train.criterion == validate_lib.EBM_CRITERION:
+            raise ConfigError("config.train.criterion='ebm' is an energy-only model without a "
+                              "base or latent sampler; train it with train_and_evaluate or "
+                              "kale_jax.train.ebm_loop.train_ebm (its samples come from training's "
+                              "evaluation)")
         self.parallel = parallel.DataParallel(config.parallel, devices)
         self.config = config
         self.info = data.get_info(config.data)
@@ -236,7 +241,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       CheckpointError: the workdir cannot be used, or no checkpoint in it can be restored.
       NonFiniteError (a FloatingPointError): a logged loss or the parameters became non-finite;
         the message names the step and the last good checkpoint.
+
+    config.train.criterion='ebm' trains the energy-only EBM baseline instead
+    (kale_jax.train.ebm_loop.train_ebm; it returns an EBMState).
     """
+    if config.train.get("criterion") == validate_lib.EBM_CRITERION:
+        from kale_jax.train import ebm_loop  # pylint: disable=g-import-not-at-top
+        return ebm_loop.train_ebm(config, workdir, config_source=config_source, devices=devices)
     trainer = Trainer(config, devices)
     validate_lib.workdir(workdir)
     num_steps = config.train.num_steps

@@ -81,9 +81,15 @@ def build(config: ml_collections.ConfigDict,
                   info, "generator"))
     if model.generator == "mlp" and info.kind == "image":
         generator = ReshapedGenerator(generator, tuple(info.shape))
-    energy = networks.get_energy(
+    return generator, build_energy(config, info)
+
+
+def build_energy(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> nn.Module:
+    """The energy module of config.model on data described by `info` (the generator's settings
+    are not read: energy-only models use this, see kale_jax.train.ebm_loop)."""
+    model = config.model
+    return networks.get_energy(
         model.energy,
         **_kwargs(model.energy, model.energy_kwargs.to_dict()
                   if hasattr(model.energy_kwargs, "to_dict") else model.energy_kwargs,
                   info, "energy"))
-    return generator, energy

@@ -26,6 +26,12 @@ from kale_jax.train.parallel import PARALLEL_KINDS
 # leaf by leaf, so the error names e.g. config.model.latent_dim.
 RESUME_KEYS = ("seed", "data.name", "data.image_size", "model")
 SAMPLE_KEYS = ("data.name", "data.image_size", "model")
+# The energy-only EBM baseline (kale_jax.ebm, trained by kale_jax.train.ebm_loop): its state holds
+# no generator, so only the energy's entries and the replay buffer's size fix its checkpoints.
+EBM_CRITERION = "ebm"
+TRAIN_CRITERIA = tuple(kale.CRITERIA) + (EBM_CRITERION,)
+EBM_RESUME_KEYS = ("seed", "data.name", "data.image_size", "model.energy", "model.energy_kwargs",
+                   "model.energy_floor", "train.criterion", "ebm.buffer_size")
 
 def _get(config: ml_collections.ConfigDict, key: str) -> Any:
     node = config
@@ -123,6 +129,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
             raise ConfigError(f"config.parallel='pmap' runs on one host but this job has "
                               f"{jax.process_count()} processes; use config.parallel='shard_map'")
     _choice(config, "data.name", data.DATASETS)
+    _choice(config, "train.criterion", TRAIN_CRITERIA)
+    if config.train.criterion == EBM_CRITERION:
+        _validate_ebm(config, num_devices)
+        return
     _choice(config, "model.generator", networks.GENERATOR_NAMES)
     _choice(config, "model.energy", networks.ENERGY_NAMES)
     if not (_get(config, "model.latent_dim") is None
@@ -137,7 +147,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
 
     _validate_base_objective(config)
 
-    _choice(config, "train.criterion", kale.CRITERIA)
     _choice(config, "train.penalty", kale.PENALTIES)
     _positive_float(config, "train.penalty_weight", allow_zero=True)
     for key in ("num_steps", "batch_size", "n_critic", "n_critic_warmup", "warmup_every",
@@ -176,6 +185,87 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     _networks_fit_data(config)
 
 
+def _finite_pair(config, key: str) -> None:
+    value = _get(config, key)
+    ok = (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                  and abs(v) != float("inf") for v in value) and value[0] < value[1])
+    if not ok:
+        raise ConfigError(f"config.{key}={value!r} must be a pair (low, high) of finite numbers "
+                          "with low < high")
+
+
+def _validate_ebm(config, num_devices: Optional[int]) -> None:
+    """config.train.criterion='ebm': an energy-only model trained by maximum likelihood with
+    data-space Langevin (kale_jax.train.ebm_loop). The generator and config.sampler are not used
+    and not checked; settings that only make sense with a base are rejected."""
+    from kale_jax import ebm, networks  # pylint: disable=g-import-not-at-top
+
+    _choice(config, "model.energy", networks.ENERGY_NAMES)
+    floor = _get(config, "model.energy_floor")
+    if floor is not None and not isinstance(floor, numbers.Real):
+        raise ConfigError(f"config.model.energy_floor={floor!r} must be None or a number")
+    if not hasattr(_get(config, "model.energy_kwargs"), "items"):
+        raise ConfigError(f"config.model.energy_kwargs={config.model.energy_kwargs!r} must be a "
+                          "dict")
+    objective = config.model.get("base_objective", "kale")
+    if objective != "kale":
+        raise ConfigError(f"config.model.base_objective={objective!r} trains a base, but "
+                          "config.train.criterion='ebm' has none; set "
+                          "config.model.base_objective='kale' (ignored by the EBM) or another "
+                          "criterion")
+    if _get(config, "train.penalty") != "none":
+        raise ConfigError(f"config.train.penalty={config.train.penalty!r} is not used by "
+                          "config.train.criterion='ebm' (it regularises energies with "
+                          "config.ebm.alpha); set config.train.penalty='none'")
+    for key in ("num_steps", "batch_size", "log_every", "eval_every", "checkpoint_every",
+                "keep_checkpoints"):
+        _positive_int(config, f"train.{key}")
+    if num_devices is not None and config.train.batch_size % num_devices:
+        raise ConfigError(f"config.train.batch_size={config.train.batch_size} does not divide by "
+                          f"the {num_devices} devices; use a multiple of {num_devices}")
+    _positive_float(config, "optim.energy.learning_rate")
+    _in_open_unit(config, "optim.energy.b1")
+    _in_open_unit(config, "optim.energy.b2")
+    _positive_float(config, "optim.energy.decay_rate")
+    _positive_int(config, "optim.energy.decay_steps")
+    for key in ("train.soft_clip", "train.tensorboard"):
+        if key.split(".")[-1] in config.train and not isinstance(_get(config, key), bool):
+            raise ConfigError(f"config.{key}={_get(config, key)!r} must be True or False")
+
+    if "ebm" not in config:
+        raise ConfigError("config.ebm is missing: config.train.criterion='ebm' needs the "
+                          "config.ebm keys; start from configs/ebm.py")
+    _positive_int(config, "ebm.langevin_steps")
+    _positive_int(config, "ebm.eval_steps")
+    _positive_float(config, "ebm.step_size")
+    if _get(config, "ebm.noise_scale") is not None:
+        _positive_float(config, "ebm.noise_scale", allow_zero=True)
+    _positive_int(config, "ebm.buffer_size")
+    if config.ebm.buffer_size < config.train.batch_size:
+        raise ConfigError(f"config.ebm.buffer_size={config.ebm.buffer_size} must be >= "
+                          f"config.train.batch_size={config.train.batch_size} (every step writes "
+                          "a batch of chain ends); raise it")
+    reinit = _get(config, "ebm.reinit_prob")
+    if not (isinstance(reinit, numbers.Real) and not isinstance(reinit, bool)
+            and 0.0 <= reinit <= 1.0):
+        raise ConfigError(f"config.ebm.reinit_prob={reinit!r} must be in [0, 1]")
+    _choice(config, "ebm.init", ebm.INITS)
+    if config.ebm.init == "uniform":
+        _finite_pair(config, "ebm.init_box")
+    else:
+        _positive_float(config, "ebm.init_scale")
+    if _get(config, "ebm.clip") is not None:
+        _finite_pair(config, "ebm.clip")
+    _positive_float(config, "ebm.alpha", allow_zero=True)
+    if config.ebm.get("unroll") is not None:
+        _positive_int(config, "ebm.unroll")
+    _positive_int(config, "eval.num_samples")
+    _positive_int(config, "eval.num_heldout")
+    _debug(config)
+    _networks_fit_data(config, roles=("energy",))
+
+
 def _debug(config) -> None:
     """config.debug (optional): switches for fault-injection tests, off by default."""
     if "debug" not in config:
@@ -186,8 +276,9 @@ def _debug(config) -> None:
         _positive_float(config, "debug.sleep_per_step_s", allow_zero=True)
 
 
-def _networks_fit_data(config) -> None:
-    """The dataset's options are valid and both networks can be built for its example shape."""
+def _networks_fit_data(config, roles: Sequence[str] = ("generator", "energy")) -> None:
+    """The dataset's options are valid and the networks of `roles` can be built for its example
+    shape."""
     from kale_jax import data, networks  # pylint: disable=g-import-not-at-top
     from kale_jax.train import models  # pylint: disable=g-import-not-at-top
     try:
@@ -198,7 +289,7 @@ def _networks_fit_data(config) -> None:
         message = str(error)
         raise ConfigError(("config." if message.startswith("data.") else "config.data: ")
                           + message) from error
-    for role in ("generator", "energy"):
+    for role in roles:
         name = config.model[role]
         sizes = networks.supported_image_sizes(name)
         if not sizes:
@@ -215,8 +306,11 @@ def _networks_fit_data(config) -> None:
         if info.shape[0] not in sizes:
             raise ConfigError(f"config.data.image_size={info.shape[0]!r} is not supported by "
                               f"config.model.{role}={name!r}; allowed: {sizes}")
-    try:
-        models.build(config, info)  # constructs the Linen modules (nothing is traced)
+    try:  # constructs the Linen modules (nothing is traced)
+        if "generator" in roles:
+            models.build(config, info)
+        else:
+            models.build_energy(config, info)
     except ValueError as error:  # e.g. "MLPEnergy: hidden=0 must be a positive integer"
         role = "energy" if "nergy" in str(error) else "generator"
         raise ConfigError(f"config.model.{role}_kwargs: {error}") from error
@@ -258,6 +352,11 @@ def against_checkpoint(config: ml_collections.ConfigDict, saved: Optional[Mappin
     current = json.loads(config.to_json_best_effort() if hasattr(config, "to_json_best_effort")
                          else json.dumps(config))
     where = f"the checkpoint in {directory}" if directory else "the checkpoint"
+    old, new = _lookup(saved_config, "train.criterion"), _lookup(current, "train.criterion")
+    if old is not None and (old == EBM_CRITERION) != (new == EBM_CRITERION):
+        raise ConfigError(f"config.train.criterion={new!r} but {where} was written with "
+                          f"config.train.criterion={old!r} (an energy-only EBM's state and a "
+                          "GEBM's differ); use the checkpoint's value or a new --workdir")
     for key in keys:
         old, new = _flatten(_lookup(saved_config, key), key), _flatten(_lookup(current, key), key)
         for leaf in sorted(set(old) | set(new)):
