@@ -290,13 +290,17 @@ def _append(kept, records, limit):
     return np.concatenate([kept, records[:, :limit - kept.shape[1]]], axis=1)
 
 
-def _sample_beta(sampler, key, g_vars, e_vars, beta, s, *, keep_samples, extractor, num_saved):
-    """Runs every chain at `beta` and accumulates what run() needs (host-side, numpy)."""
+def _sample_beta(sampler, key, g_vars, e_vars, beta, s, *, keep_samples, extractor, num_saved,
+                 save_base):
+    """Runs every chain at `beta` and accumulates what run() needs (host-side, numpy): sums for
+    the mean curves, the first chains' samples for pictures, MMD / exact metrics and
+    samples.npz (the base samples only if `save_base`), streamed FID statistics."""
     import numpy as np  # pylint: disable=g-import-not-at-top
     from kale_jax.metrics import statistics  # pylint: disable=g-import-not-at-top
     num_records = len(sampler.spec.record_steps)
     out = dict(energy_sum=np.zeros(num_records), acceptance_sum=np.zeros(num_records),
-               base_energies=[], nonfinite=0, step_sizes=[], grid=None, gif=None, saved=None,
+               base_energies=[], nonfinite=0, step_sizes=[], grid=None, gif=None,
+               saved_base=[], saved_gebm=[],
                kept=[[] for _ in range(num_records)], seconds=0.0,
                running=[statistics.RunningStatistics(keep=s.kid_subset_size * 4)
                         for _ in range(num_records)] if extractor is not None else None)
@@ -311,7 +315,11 @@ def _sample_beta(sampler, key, g_vars, e_vars, beta, s, *, keep_samples, extract
         # The first num_grid / num_gif_chains / num_saved chains, gathered over chunks.
         out["grid"] = _append(out["grid"], chunk.samples[[0, -1]], s.num_grid)
         out["gif"] = _append(out["gif"], chunk.samples, s.num_gif_chains)
-        out["saved"] = _append(out["saved"], chunk.samples[[0, -1]], num_saved)
+        first = max(0, min(num_saved - chunk.start, chunk.samples.shape[1]))
+        if first:
+            out["saved_gebm"].append(chunk.samples[-1, :first])
+            if save_base:
+                out["saved_base"].append(chunk.samples[0, :first])
         for r in range(num_records):
             if keep_samples:
                 have = sum(x.shape[0] for x in out["kept"][r])
@@ -323,6 +331,9 @@ def _sample_beta(sampler, key, g_vars, e_vars, beta, s, *, keep_samples, extract
                      chunk.start + chunk.samples.shape[1] - 1, s.num_samples)
         chunk_started = time.monotonic()
     out["kept"] = [np.concatenate(x) for x in out["kept"]] if keep_samples else None
+    out["saved_gebm"] = np.concatenate(out["saved_gebm"]).astype(np.float32)
+    out["saved_base"] = (np.concatenate(out["saved_base"]).astype(np.float32) if save_base
+                         else None)
     return out
 
 
@@ -422,7 +433,7 @@ def run(config, workdir, outdir=None, step=None):
     runs, by_beta = [], {}
     for beta in sweep:
         r = _sample_beta(sampler, key, g_vars, e_vars, beta, s, keep_samples=use_mmd or has_exact,
-                         extractor=extractor, num_saved=num_saved)
+                         extractor=extractor, num_saved=num_saved, save_base=not runs)
         runs.append(r)
         curves = {"energy": (r["energy_sum"] / n).tolist()}
         acceptance = (r["acceptance_sum"] / n).tolist()
@@ -450,6 +461,7 @@ def run(config, workdir, outdir=None, step=None):
             for name in per_record[0]:
                 curves[name] = [m[name] for m in per_record]
                 validation[name] = curves[name][-1]
+        r["kept"] = r["running"] = None  # measured: free the memory before the next beta
         e_base = np.concatenate(r["base_energies"])
         by_beta[beta_key(beta)] = {
             "beta": beta, "metrics": curves, "final": {k: v[-1] for k, v in curves.items()},
@@ -516,11 +528,10 @@ def run(config, workdir, outdir=None, step=None):
     with open(os.path.join(outdir, "results.json"), "w") as f:
         json.dump(sample_outputs.json_safe(results), f, indent=2)
 
-    arrays = {"base": runs[0]["saved"][0].astype(np.float32),
-              "gebm": runs[chosen]["saved"][-1].astype(np.float32)}
+    arrays = {"base": runs[0]["saved_base"], "gebm": runs[chosen]["saved_gebm"]}
     if len(sweep) > 1:
         arrays["betas"] = np.asarray(sweep, np.float64)
-        arrays["gebm_per_beta"] = np.stack([r["saved"][-1] for r in runs]).astype(np.float32)
+        arrays["gebm_per_beta"] = np.stack([r["saved_gebm"] for r in runs])
     _write_npz(os.path.join(outdir, "samples.npz"), arrays)
 
     label = spec.kernel if len(sweep) == 1 else (

@@ -59,10 +59,10 @@ def runs(env, tmp_path_factory):
         "kla_adaptation": ["experiments.sample", f"--config={CONFIG}", f"--workdir={workdir}",
                            "--config.sampler.kernel=kla",
                            "--config.sampler.num_adaptation_steps=5"],
-        # The preset sets 1000 steps; the explicit flag wins.
+        # The preset sets 1000 steps; the explicit flag wins. samples.npz keeps 5 of 16 chains.
         "preset": ["experiments.sample", f"--config={CONFIG}", f"--workdir={workdir}",
                    "--preset=authors_kla", "--config.sampler.num_steps=4",
-                   f"--config.sample.stats_dir={stats_dir}"],
+                   "--config.sample.num_saved=5", f"--config.sample.stats_dir={stats_dir}"],
         "bad_preset": ["experiments.sample", f"--config={CONFIG}", f"--workdir={workdir}",
                        "--preset=authors"],
     }
@@ -203,6 +203,10 @@ def test_preset_flag_sets_the_sampler_and_explicit_flags_win(runs):
     assert result["options"] == {"friction": 0.04, "decay_factor": preset["decay_factor"],
                                  "decay_every": 200, "num_adaptation_steps": 0}
     assert math.isfinite(result["gebm"]["energy"])
+    with np.load(os.path.join(workdir, "sample", "authors_kla", "samples.npz")) as saved:
+        assert saved["base"].shape == saved["gebm"].shape == (5, 8, 8, 1)
+        ula_base = np.load(os.path.join(workdir, "sample", "ula", "samples.npz"))["base"]
+        np.testing.assert_array_equal(saved["base"], ula_base[:5])  # the first 5 chains
 
 
 def _config(**sample):

@@ -51,7 +51,6 @@ Per-dataset config keys (all optional):
 """
 from __future__ import annotations
 
-import math
 import types
 from typing import Any, Callable, Dict, Iterator, Mapping, NamedTuple, Optional
 
@@ -61,7 +60,6 @@ from kale_jax.data import batching, digits, sphere3d, tabular, tfds_images, toys
 
 SPLITS = ("train", "test")  # the splits of the embedded sets
 SAMPLED_SPLITS = ("train", "validation", "test")  # sampled sets: three independent streams
-GOALS = ("min", "max")
 # Metrics every dataset can be selected on, by name or prefix, and which direction is better.
 _GENERIC_GOALS = {"mmd": "min", "fid": "min", "kid": "min"}
 _GENERIC_PREFIXES = {"fid_": "min", "kid_": "min"}
@@ -360,4 +358,6 @@ def full_split(data_config: Mapping[str, Any], split: str) -> np.ndarray:
     return tabular.split(data_config, split)
 
 
-__all__ = ["DATASETS", "full_split", "EMBEDDED_DATASETS", "DatasetInfo", "SPLITS", "eval_examples", "get_info", "train_batches", "validation_and_test", "exact_metrics", "metric_goal", "metric_goals"]
+__all__ = ["DATASETS", "full_split", "EMBEDDED_DATASETS", "DatasetInfo", "SPLITS", "eval_examples",
+           "get_info", "train_batches", "validation_and_test", "exact_metrics", "metric_goal",
+           "metric_goals"]
