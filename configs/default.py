@@ -38,14 +38,24 @@ Keys (the layout every config shares; tools and tests rely on these names):
   optim.energy / optim.base   Adam: learning_rate, b1, b2; exponential decay decay_rate per
                            decay_steps updates (1.0 = constant)
   sampler.*                GEBM sampling in evaluation (kale_jax.hmc.sample): kernel, num_steps,
-                           step_size, beta (inverse temperature), num_adaptation_steps, ...
+                           step_size, beta (inverse temperature), num_adaptation_steps, friction
+                           ('kla'), decay_factor / decay_every (step size x decay_factor every
+                           decay_every steps, the authors' recipe), ...; named settings:
+                           kale_jax.sampling.PRESETS (experiments.sample --preset=NAME)
   eval.num_heldout         held-out examples for the KALE estimate
   eval.num_samples         base / GEBM samples (latent MCMC chains) drawn for MMD and pictures
   debug.nan_at_step        fault injection for tests: base step k (1, 2, ...) runs with NaN energy
                            parameters, so the non-finite guard stops the run; -1 (default) is off
   debug.sleep_per_step_s   sleep this long after each base step (tests land signals mid-run); 0 off
   sample.*                 python -m experiments.sample: num_samples, chunk_size, record_every,
-                           inception_path (FID/KID), ... (see experiments/sample.py)
+                           inception_path (FID/KID), ... (see experiments/sample.py), and
+  sample.betas             inverse temperatures to sample, a tuple of finite numbers > 0
+                           (--config.sample.betas=0.01,1,100); None: (sampler.beta,). Every beta
+                           runs the same chains; beta is chosen on validation data
+  sample.select_by         the metric that chooses beta: 'mmd', 'fid' or an exact metric of the
+                           dataset (kale_jax.data.metric_goal); None: 'mmd' when MMD is on
+                           (embedded sets), else 'fid' when Inception weights are there
+  sample.num_saved         at most this many chains' base / GEBM samples go to samples.npz
 
 Settings of this file: sphere3d, a 3-d latent, batch 128, 1000 base steps (5 energy steps each,
 100 before steps 0 and 500), Adam(1e-3, 0.5, 0.999) for both networks (the paper's 1e-4 is for
@@ -115,6 +125,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.sampler.target_acceptance = config_dict.placeholder(float)
     config.sampler.num_leapfrog_steps = config_dict.placeholder(int)
     config.sampler.friction = config_dict.placeholder(float)
+    config.sampler.decay_factor = config_dict.placeholder(float)  # None: constant step size
+    config.sampler.decay_every = config_dict.placeholder(int)
 
     config.eval = ml_collections.ConfigDict()
     config.eval.num_heldout = 2000
@@ -139,4 +151,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.sample.kid_subsets = 100
     config.sample.kid_subset_size = 1000
     config.sample.stats_dir = ""              # '' = ~/.cache/kale_jax/statistics
+    config.sample.betas = config_dict.placeholder(tuple)  # None: (config.sampler.beta,)
+    config.sample.select_by = config_dict.placeholder(str)  # None: 'mmd', else 'fid' (see above)
+    config.sample.num_saved = 10000           # chains whose samples go to samples.npz
     return config

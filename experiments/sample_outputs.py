@@ -100,3 +100,77 @@ def write_pictures(outdir: str, info, grid: np.ndarray, gif: np.ndarray, steps,
         write_gif(os.path.join(outdir, "chains.gif"),
                   _scatter_frames(gif, steps, (low - pad, high + pad)))
     plot_curves(os.path.join(outdir, "metrics.png"), steps, curves, title)
+
+
+# Titles and y-axis labels of the metrics experiments.sample records (others show their name).
+METRIC_LABELS = {
+    "energy": ("mean energy E(B(z)) over chains", "E"),
+    "acceptance": ("acceptance rate (per block of steps)", "fraction accepted"),
+    "mmd": ("MMD² to held-out data (lower is closer)", "MMD²"),
+    "fid_train": ("FID to training-split statistics", "FID"),
+    "fid_test": ("FID to test-split statistics", "FID"),
+    "kid_test": ("KID to the test split", "KID"),
+    "share_within_3std": ("share of samples within 3 std of a mode", "share"),
+    "modes_covered": ("modes covered (a sample within 3 std)", "modes"),
+    "mode_kl": ("KL(mode histogram || uniform), nats", "nats"),
+}
+
+
+def plot_beta_sweep(path: str, steps, betas, by_beta: Dict[str, dict], keys: List[str],
+                    chosen: int, title: str) -> None:
+    """beta_sweep.png: a row per metric; left the metric against MCMC steps, one line per beta;
+    right the last record's value against beta (log axis), test (solid) and, for MMD,
+    validation (dashed), with the chosen beta marked.
+
+    Args:
+      path: output PNG.
+      steps: (R,) recorded MCMC steps.
+      betas: (B,) inverse temperatures, > 0.
+      by_beta: results.json's by_beta; keys: its key of each beta, in the order of `betas`.
+      chosen: index of the chosen beta.
+      title: figure title.
+    """
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+    import matplotlib.ticker  # pylint: disable=g-import-not-at-top
+    names = [k for k in by_beta[keys[0]]["metrics"] if not k.endswith("_se")]
+    fig, axes = plt.subplots(len(names), 2, figsize=(9, 2.6 * len(names)), squeeze=False)
+    colours = plt.cm.viridis(np.linspace(0.0, 0.9, len(betas)))
+    order = np.argsort(betas)
+    sorted_betas = np.asarray(betas, np.float64)[order]
+    for row, name in zip(axes, names):
+        label, unit = METRIC_LABELS.get(name, (name, name))
+        left, right = row
+        for i, (beta, key) in enumerate(zip(betas, keys)):
+            values = np.asarray(by_beta[key]["metrics"][name], np.float64)
+            left.plot(steps, values, marker="o", ms=2, color=colours[i],
+                      lw=2.2 if i == chosen else 1.0, label=f"beta {beta:g}")
+        left.set_xlabel("MCMC step (0 = base)")
+        left.set_ylabel(unit)
+        left.set_title(f"{label}, against steps", fontsize=9)
+        left.grid(alpha=0.3)
+        final = np.asarray([by_beta[k]["final"][name] for k in keys], np.float64)[order]
+        right.plot(sorted_betas, final, marker="o", label="test" if name == "mmd" else "value")
+        chosen_rank = int(np.where(order == chosen)[0][0])
+        right.plot(sorted_betas[chosen_rank], final[chosen_rank], marker="*", ms=12, color="k",
+                   ls="none", label=f"chosen beta {betas[chosen]:g}")
+        if name == "mmd":
+            validation = np.asarray([by_beta[k]["validation"].get("mmd", np.nan) for k in keys],
+                                    np.float64)[order]
+            right.plot(sorted_betas, validation, marker="s", ls="--", label="validation")
+        right.axvline(betas[chosen], color="k", ls=":", lw=1)
+        right.set_xscale("log")
+        right.set_xticks(sorted_betas)
+        right.set_xticklabels([f"{b:g}" for b in sorted_betas])
+        right.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        right.set_xlabel("beta (inverse temperature)")
+        right.set_ylabel(unit)
+        right.set_title(f"{label}, at the last step", fontsize=9)
+        right.grid(alpha=0.3)
+        right.legend(fontsize=7)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

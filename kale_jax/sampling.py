@@ -21,13 +21,24 @@ adaptation a chain's path therefore depends only on (key, c), not on the chunk s
 of devices. With adaptation (`num_adaptation_steps` in `options`, 'mala'/'hmc') the step size is
 adapted per chunk on all of the chunk's chains (averaged over devices), so it depends on the chunk.
 
+Temperature: beta is an argument of the compiled program, not part of it, so
+`chunks(..., beta=b)` runs any beta with one compilation. Chains keep their keys and starts
+whatever beta is, so a sweep over betas is paired: record 0 (the base samples) is the same for
+every beta and the differences between betas are not blurred by different chains.
+`choose_beta` picks the best beta from per-beta validation values.
+
+Presets (`PRESETS`): named sampler settings, as values of config.sampler: 'authors_kla' (the
+authors' kinetic Langevin, mapped onto our 'kla'), 'authors_langevin' (the overdamped Langevin of
+the authors' documented sampling command, mapped onto our 'ula') and 'adapted_mala' (ours).
+
 Only input gradients are computed during MCMC (kale_jax.hmc); both networks run in inference mode.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Iterator, Mapping, NamedTuple, Optional, Sequence, Tuple
+import math
+from typing import Any, Dict, Iterator, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -41,6 +52,95 @@ Array = jax.Array
 AXIS_NAME = "chains"
 # Stream of a chain's key that draws its start z_0 (the MCMC noise uses the key itself).
 _START_STREAM = 0x5A5A
+
+# Named sampler settings: values of config.sampler (experiments.sample --preset=NAME).
+#
+# 'authors_kla': the kinetic Langevin sampler of the authors' code (MichaelArbel/GeneralizedEBM,
+# samplers.LMCsampler; trainer.sample drives it), mapped exactly onto our 'kla'. Their step, with
+# step parameter lambda ("lmc_gamma", the "step-size") and friction kappa ("lmc_kappa", the
+# "friction"), is, writing h = 2 sqrt(lambda):
+#     z <- z + (h/2) v;  g = grad U(z);  v <- v - (h/2) g;
+#     v <- exp(-kappa h) v + sqrt(1 - exp(-2 kappa h)) xi;  v <- v - (h/2) g;  z <- z + (h/2) v
+# i.e. the ABOBA splitting of  dz = v dt, dv = -grad U dt - kappa v dt + sqrt(2 kappa) dW  with
+# time step h: lambda is not a time step but h^2 / 4, and kappa is a friction per unit time
+# exactly like our gamma (our O step is v <- exp(-gamma h) v + sqrt(1 - exp(-2 gamma h)) xi).
+# So step 1e-4 and friction 0.04 are our step_size h = 2 sqrt(1e-4) = 0.02 and friction 0.04.
+# Their sample mode runs 1000 steps in blocks of 10 and multiplies lambda by 0.1 after every 20
+# blocks (after steps 200, 400, 600, 800), so h is multiplied by sqrt(0.1) every 200 steps:
+# decay_factor = sqrt(0.1), decay_every = 200 (our multiplier decay_factor ** (t // decay_every),
+# t = 0, 1, ... is exactly theirs). Their potential is -log N(z; 0, I) + T E(B(z)) with the
+# "temperature" T = 100 multiplying the energy: our beta = 100.
+# Differences we keep: (1) splitting: ours is BAOAB (kick, drift, O, drift, kick; the gradient
+# at the new position), theirs ABOBA (drift, kick, O, kick, drift; both kicks use the gradient at
+# the midpoint); both are symmetric, second order, one gradient per step, same h and friction,
+# so they discretise the same dynamics but their paths differ at O(h^2) per step. (2) Start
+# velocity: theirs is 0, ours v ~ N(0, I) (the velocity's stationary law). With friction 0.04 and
+# h <= 0.02 the velocity keeps a memory of about 1 / (kappa h) >= 1250 steps, longer than the
+# run, so this changes the paths noticeably; it is not a setting of hmc.sample today.
+# Their code's own defaults differ from these numbers: LMCsampler's constructor defaults are
+# lambda = 1e-2 and kappa = 0.04, but main.py always passes --lmc_gamma / --lmc_kappa, whose
+# argparse defaults are 100 and 1e-2 and which configs/sampling.yaml sets to kappa = 100 (lambda
+# from the command line, 1e-4 in their README). See README, "Sampling and evaluation".
+#
+# 'authors_langevin': their README's sampling command (--latent_sampler=langevin
+# --lmc_gamma=0.0001 with configs/sampling.yaml: 1000 steps, temperature 100). LangevinSampler's
+# step z <- z - (lambda/2) grad U + sqrt(lambda) xi is our ULA z <- z - s grad U + sqrt(2 s) xi
+# with s = lambda / 2 = 5e-5, and lambda's decay by 0.1 every 200 steps is s's (decay_factor 0.1).
+#
+# 'adapted_mala': ours. MALA from a small step, tuned by 100 steps of dual averaging to the
+# acceptance 0.574, then 900 steps: 1000 gradient evaluations like the authors' 1000 steps.
+# beta = 1 (the model itself); sweep beta with config.sample.betas.
+AUTHORS_LAMBDA = 1e-4
+AUTHORS_KAPPA = 0.04
+AUTHORS_DECAY_EVERY = 200
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "authors_kla": dict(kernel="kla", step_size=2.0 * math.sqrt(AUTHORS_LAMBDA),
+                        friction=AUTHORS_KAPPA, num_steps=1000, beta=100.0,
+                        num_adaptation_steps=0, target_acceptance=None, num_leapfrog_steps=None,
+                        decay_factor=math.sqrt(0.1), decay_every=AUTHORS_DECAY_EVERY),
+    "authors_langevin": dict(kernel="ula", step_size=AUTHORS_LAMBDA / 2.0, friction=None,
+                             num_steps=1000, beta=100.0, num_adaptation_steps=0,
+                             target_acceptance=None, num_leapfrog_steps=None, decay_factor=0.1,
+                             decay_every=AUTHORS_DECAY_EVERY),
+    "adapted_mala": dict(kernel="mala", step_size=0.05, friction=None, num_steps=900, beta=1.0,
+                         num_adaptation_steps=100, target_acceptance=0.574,
+                         num_leapfrog_steps=None, decay_factor=None, decay_every=None),
+}
+
+
+def check_beta(beta: Any, name: str = "beta") -> float:
+    """`beta` as a float; ValueError unless it is a finite number >= 0."""
+    try:
+        value = float("nan") if isinstance(beta, bool) else float(beta)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {beta!r}")
+    return value
+
+
+def choose_beta(betas: Sequence[float], values: Sequence[Optional[float]],
+                goal: str) -> Optional[int]:
+    """Index of the best beta by a validation metric, or None when no value is finite.
+
+    Args:
+      betas: (B,) candidate inverse temperatures (only their count is used).
+      values: (B,) the metric at each beta on validation data; None / NaN / inf are skipped.
+      goal: 'min' or 'max', which direction is better.
+    Returns:
+      the index of the smallest ('min') or largest ('max') finite value; ties go to the first.
+    """
+    if goal not in ("min", "max"):
+        raise ValueError(f"goal must be 'min' or 'max', got {goal!r}")
+    if len(values) != len(betas):
+        raise ValueError(f"values must hold one entry per beta ({len(betas)}), got {len(values)}")
+    best = None
+    for i, value in enumerate(values):
+        if value is None or not math.isfinite(float(value)):
+            continue
+        if best is None or (value < values[best] if goal == "min" else value > values[best]):
+            best = i
+    return best
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +213,7 @@ class SamplerSpec:
         if self.kernel != "imh" and (self.step_size is None or not self.step_size > 0):
             raise ValueError(f"step_size must be > 0 for kernel {self.kernel!r}, got "
                              f"{self.step_size!r}")
-        if not float(self.beta) >= 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta!r}")
+        check_beta(self.beta)
 
 
 class Chunk(NamedTuple):
@@ -167,30 +266,37 @@ class Sampler:
         self.model, self.spec, self.chunk_size = model, spec, chunk_size
         self.record_samples = record_samples
         self._mesh = Mesh(np.array(self.devices), (AXIS_NAME,))
-        self._run = _compiled_chunk(model, spec, self.devices, record_samples)
+        # beta is an argument of the program: one compilation serves every beta.
+        self._run = _compiled_chunk(model, dataclasses.replace(spec, beta=1.0), self.devices,
+                                    record_samples)
 
     def chunks(self, key: Array, generator_variables: Mapping[str, Any],
-               energy_variables: Mapping[str, Any], num_samples: int) -> Iterator[Chunk]:
+               energy_variables: Mapping[str, Any], num_samples: int, *,
+               beta: Optional[float] = None) -> Iterator[Chunk]:
         """Yields ceil(num_samples / chunk_size) Chunks covering chains 0 .. num_samples - 1.
 
         Args:
           key: a PRNG key (typed or raw uint32 (2,)); chain c uses fold_in(key, c).
           generator_variables, energy_variables: the networks' Linen variables (one copy).
           num_samples: total number of chains (>= 1).
+          beta: inverse temperature (finite, >= 0) instead of spec.beta; no recompilation.
+            The chains' keys and starts do not depend on it.
         """
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+        beta = check_beta(self.spec.beta if beta is None else beta)
         key_data = _key_data(key)
         replicated = NamedSharding(self._mesh, PartitionSpec())
         variables = jax.device_put((generator_variables, energy_variables), replicated)
         key_data = jax.device_put(key_data, replicated)
+        beta = jax.device_put(np.float32(beta), replicated)
         sharded = NamedSharding(self._mesh, PartitionSpec(AXIS_NAME))
         starts = range(0, num_samples, self.chunk_size)
 
         def launch(start):
             index = jax.device_put(np.arange(start, start + self.chunk_size, dtype=np.int32),
                                    sharded)
-            return self._run(key_data, index, *variables)
+            return self._run(key_data, index, beta, *variables)
 
         pending = launch(starts[0])
         for i, start in enumerate(starts):
@@ -206,9 +312,11 @@ class Sampler:
                         step_size=out["step_size"][:keep])
 
     def draw(self, key: Array, generator_variables: Mapping[str, Any],
-             energy_variables: Mapping[str, Any], num_samples: int) -> Chunk:
+             energy_variables: Mapping[str, Any], num_samples: int, *,
+             beta: Optional[float] = None) -> Chunk:
         """All num_samples chains as one Chunk (concatenated chunks; for small num_samples)."""
-        parts = list(self.chunks(key, generator_variables, energy_variables, num_samples))
+        parts = list(self.chunks(key, generator_variables, energy_variables, num_samples,
+                                 beta=beta))
         return Chunk(start=0, steps=self.spec.record_steps,
                      samples=np.concatenate([p.samples for p in parts], axis=1),
                      energy=np.concatenate([p.energy for p in parts], axis=1),
@@ -239,13 +347,14 @@ def _key_data(key: Array) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def _compiled_chunk(model: Model, spec: SamplerSpec, devices: tuple, record_samples: bool):
-    """jit(shard_map(one chunk)), cached per (model, spec, devices)."""
+    """jit(shard_map(one chunk)), cached per (model, spec, devices); beta is an argument."""
     mesh = Mesh(np.array(devices), (AXIS_NAME,))
     chains = PartitionSpec(AXIS_NAME)
     records = PartitionSpec(None, AXIS_NAME)
     body = functools.partial(_chunk, model, spec, record_samples)
     mapped = jax.shard_map(
-        body, mesh=mesh, in_specs=(PartitionSpec(), chains, PartitionSpec(), PartitionSpec()),
+        body, mesh=mesh,
+        in_specs=(PartitionSpec(), chains, PartitionSpec(), PartitionSpec(), PartitionSpec()),
         out_specs={"samples": records, "energy": records, "acceptance": records,
                    "num_nonfinite": chains, "step_size": chains},
         check_vma=False)
@@ -253,8 +362,8 @@ def _compiled_chunk(model: Model, spec: SamplerSpec, devices: tuple, record_samp
 
 
 def _chunk(model: Model, spec: SamplerSpec, record_samples: bool, key_data: Array,
-           index: Array, generator_variables, energy_variables) -> dict:
-    """One device's chains: index (n,) global chain indices -> records (see Chunk)."""
+           index: Array, beta: Array, generator_variables, energy_variables) -> dict:
+    """One device's chains: index (n,) global chain indices, beta () -> records (see Chunk)."""
     root = jax.random.wrap_key_data(key_data)
     keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(index)
     z0 = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, _START_STREAM),
@@ -269,7 +378,7 @@ def _chunk(model: Model, spec: SamplerSpec, record_samples: bool, key_data: Arra
         step_size = jnp.full((z0.shape[0],), jnp.nan, jnp.float32)
     else:
         potential = latent.potential(model.generator, model.energy, generator_variables,
-                                     energy_variables, beta=spec.beta,
+                                     energy_variables, beta=beta,
                                      energy_floor=model.energy_floor)
         options = dict(spec.options)
         if options.get("num_adaptation_steps"):

@@ -136,7 +136,8 @@ def test_train_batches_rejects_bad_arguments(kwargs, match):
 
 
 @pytest.mark.parametrize("name,kwargs,match", [
-    ("ring", dict(split="validation", num_examples=8), "split"),
+    ("ring", dict(split="valid", num_examples=8), "split"),
+    ("digits", dict(split="validation", num_examples=8), "split"),
     ("ring", dict(num_examples=0), "num_examples"),
     ("sphere3d", dict(num_examples=8, seed=1.5), "seed"),
     ("digits", dict(split="test", num_examples=298), "297"),
@@ -158,3 +159,61 @@ def test_bad_dataset_keys_are_rejected_by_every_entry_point(name, key, value):
                      lambda c: data.eval_examples(c, num_examples=8)):
         with pytest.raises(ValueError, match=f"data.{key}"):
             function(bad)
+
+
+def test_sampled_sets_have_three_independent_eval_streams():
+    for name in ("sphere3d", "ring", "grid"):
+        splits = {split: data.eval_examples(config(name), split=split, num_examples=8)
+                  for split in ("train", "validation", "test")}
+        for a, b in itertools.combinations(splits.values(), 2):
+            assert not np.any(np.all(a[:, None] == b[None], axis=-1))  # no shared row
+
+
+def test_validation_and_test_are_disjoint():
+    # Sampled sets: the validation and test streams (same draws as eval_examples).
+    validation, test = data.validation_and_test(config("ring"), num_examples=50, seed=3)
+    assert validation.shape == test.shape == (50, 2)
+    np.testing.assert_array_equal(test, data.eval_examples(config("ring"), split="test",
+                                                           num_examples=50, seed=3))
+    np.testing.assert_array_equal(validation, data.eval_examples(
+        config("ring"), split="validation", num_examples=50, seed=3))
+    # Digits: the test split (297 images) in eval_examples order, first half validation.
+    digits_config = config("digits", image_size=8)
+    validation, test = data.validation_and_test(digits_config, num_examples=1000, seed=0)
+    assert validation.shape == (148, 8, 8, 1) and test.shape == (149, 8, 8, 1)
+    ordered = data.eval_examples(digits_config, split="test", num_examples=297, seed=0)
+    np.testing.assert_array_equal(np.concatenate([validation, test]), ordered)
+    rows = lambda x: {e.tobytes() for e in x}  # noqa: E731
+    assert not rows(validation) & rows(test)
+    assert rows(validation) | rows(test) == rows(digits.load("test", 8))
+    small_v, small_t = data.validation_and_test(digits_config, num_examples=10, seed=0)
+    assert small_v.shape[0] == small_t.shape[0] == 10
+    # Tabular sets: their own 'valid' and 'test' splits.
+    mixture = config("gaussian_mixture")
+    validation, test = data.validation_and_test(mixture, num_examples=10**6)
+    assert rows(validation) == rows(data.full_split(mixture, "valid"))
+    assert rows(test) == rows(data.full_split(mixture, "test"))
+
+
+def test_exact_metrics_and_metric_goals():
+    ring = config("ring")
+    samples = data.eval_examples(ring, num_examples=400)
+    metrics = data.exact_metrics(ring, samples)
+    assert set(metrics) == {"share_within_3std", "modes_covered", "mode_kl", "bin_kl"}
+    assert metrics["modes_covered"] == 8.0 and metrics["share_within_3std"] > 0.95
+    assert data.exact_metrics(config("sphere3d"), np.zeros((4, 3))) == {}
+    assert data.exact_metrics(config("digits", image_size=8), np.zeros((4, 8, 8, 1))) == {}
+    with pytest.raises(ValueError, match="N >= 1"):
+        data.exact_metrics(ring, np.zeros((0, 2)))
+    assert data.metric_goals(ring) == {"share_within_3std": "max", "modes_covered": "max",
+                                       "mode_kl": "min"}
+    assert data.metric_goals(config("digits")) == {}
+    for name, goal in (("mmd", "min"), ("fid", "min"), ("fid_test", "min"), ("kid_test", "min"),
+                       ("mode_kl", "min"), ("share_within_3std", "max"),
+                       ("modes_covered", "max")):
+        assert data.metric_goal(ring, name) == goal, name
+    assert data.metric_goal(config("sphere3d"), "fid_train") == "min"
+    with pytest.raises(ValueError, match="energy and acceptance"):
+        data.metric_goal(ring, "energy")
+    with pytest.raises(ValueError, match="mode_kl.*use one of"):
+        data.metric_goal(config("sphere3d"), "mode_kl")

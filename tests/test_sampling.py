@@ -1,4 +1,6 @@
 """Tests of kale_jax.sampling: chunked, device-sharded GEBM sampling with records along the chain."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -99,3 +101,71 @@ def test_step_size_adaptation_is_shared_over_devices(gebm):
     assert np.all(np.isfinite(drawn.step_size))
     np.testing.assert_allclose(drawn.step_size, drawn.step_size[0], rtol=1e-6)
     assert drawn.step_size[0] != pytest.approx(0.1)
+
+
+def test_beta_sweep_is_paired_and_beta_zero_samples_the_prior(gebm):
+    """Every beta runs the same chains (same keys and starts): record 0, the base samples, is
+    identical. At beta = 0, MALA targets N(0, I) exactly and starts there, so every record is
+    N(0, I)-distributed and the mean energy of B(z_t) equals the base's. Per chain the paired
+    difference d_i = E(B(z_t,i)) - E(B(z_0,i)) has mean 0, so mean(d) ~ N(0, var(d) / n):
+    tolerance 4 standard errors (two-sided 6e-5). A large beta must lower the mean energy by more
+    than 4 standard errors of the same paired difference."""
+    model, g_vars, e_vars = gebm
+    spec = sampling.SamplerSpec(kernel="mala", num_steps=20, step_size=0.1, record_every=10)
+    sampler = sampling.Sampler(model, spec, chunk_size=256)
+    key, n = jax.random.PRNGKey(11), 512
+    cold = sampler.draw(key, g_vars, e_vars, n, beta=0.0)
+    hot = sampler.draw(key, g_vars, e_vars, n, beta=20.0)
+    np.testing.assert_array_equal(cold.samples[0], hot.samples[0])
+    np.testing.assert_array_equal(cold.energy[0], hot.energy[0])
+    assert not np.allclose(cold.samples[-1], hot.samples[-1])
+    for drawn, moves_down in ((cold, False), (hot, True)):
+        d = drawn.energy[-1] - drawn.energy[0]
+        se = d.std(ddof=1) / np.sqrt(n)
+        assert se > 0 and drawn.acceptance[1:].mean() > 0.2  # the chains do move
+        if moves_down:
+            assert d.mean() < -4 * se, (d.mean(), se)
+        else:
+            assert abs(d.mean()) < 4 * se, (d.mean(), se)
+    # The spec's beta is the default; a bad beta fails before compiling.
+    default = sampling.Sampler(model, dataclasses.replace(spec, beta=20.0), chunk_size=256)
+    np.testing.assert_array_equal(default.draw(key, g_vars, e_vars, n).samples, hot.samples)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
+            next(sampler.chunks(key, g_vars, e_vars, n, beta=bad))
+
+
+def test_choose_beta_is_the_validation_optimum():
+    betas = (0.01, 1.0, 100.0, 1000.0)
+    validation = (0.30, 0.12, 0.05, 0.20)
+    assert sampling.choose_beta(betas, validation, "min") == 2
+    assert sampling.choose_beta(betas, validation, "max") == 0
+    # Missing / non-finite values are skipped; ties go to the first; none finite: None.
+    assert sampling.choose_beta(betas, (None, float("nan"), 0.4, float("inf")), "min") == 2
+    assert sampling.choose_beta(betas, (0.1, 0.2, 0.1, 0.3), "min") == 0
+    assert sampling.choose_beta(betas, (None, float("nan"), None, None), "max") is None
+    with pytest.raises(ValueError, match="goal"):
+        sampling.choose_beta(betas, validation, "lowest")
+    with pytest.raises(ValueError, match="one entry per beta"):
+        sampling.choose_beta(betas, validation[:3], "min")
+
+
+def test_presets_are_valid_sampler_settings():
+    """The presets validate as SamplerSpecs, and 'authors_kla' is the authors' LMC mapped onto our
+    'kla': their lambda = 1e-4 is a squared half step, h = 2 sqrt(lambda) = 0.02; their friction
+    kappa multiplies h in exp(-kappa h) exactly like ours; lambda x 0.1 every 200 steps is h x
+    sqrt(0.1)."""
+    assert set(sampling.PRESETS) >= {"authors_kla", "adapted_mala"}
+    for name, preset in sampling.PRESETS.items():
+        spec = sampling.SamplerSpec(kernel=preset["kernel"], num_steps=preset["num_steps"],
+                                    step_size=preset["step_size"], beta=preset["beta"])
+        spec.validate()
+        hmc.build_kernel(preset["kernel"], lambda z: jnp.sum(z**2, axis=-1),
+                         friction=preset["friction"])
+    kla = sampling.PRESETS["authors_kla"]
+    assert kla["kernel"] == "kla" and kla["beta"] == 100.0 and kla["num_steps"] == 1000
+    assert kla["step_size"] == pytest.approx(0.02) and kla["friction"] == 0.04
+    assert kla["decay_factor"] ** 2 == pytest.approx(0.1) and kla["decay_every"] == 200
+    mala = sampling.PRESETS["adapted_mala"]
+    assert mala["kernel"] == "mala" and mala["num_adaptation_steps"] > 0
+    assert mala["num_steps"] + mala["num_adaptation_steps"] == kla["num_steps"]  # same budget

@@ -112,6 +112,67 @@ def test_mode_statistics_counts_only_near_samples():
                                                                  modes_covered=1)
 
 
+def test_mode_kl_on_known_histograms():
+    """KL(h || uniform) = sum_k h_k log(K h_k): 0 for equal counts, log K for one mode, and
+    log K (by definition) when no sample is within 3 std of a mode."""
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])  # K = 4
+    std = 0.5
+    even = np.repeat(centres, 3, axis=0) + 0.1  # 3 high-quality samples per mode
+    assert toys.mode_kl(even, centres, std) == pytest.approx(0.0, abs=1e-12)
+    one_mode = np.array([[10.0, 0.1], [10.2, 0.0], [9.9, -0.1]])
+    assert toys.mode_kl(one_mode, centres, std) == pytest.approx(math.log(4))
+    # Low-quality samples do not enter h: two far-off samples leave the one-mode histogram as is.
+    with_far = np.concatenate([one_mode, [[5.0, 5.0], [np.nan, 0.0]]])
+    assert toys.mode_kl(with_far, centres, std) == pytest.approx(math.log(4))
+    assert toys.mode_kl(np.array([[5.0, 5.0], [20.0, -7.0]]), centres, std) == \
+        pytest.approx(math.log(4))
+    # Counts (3, 1, 0, 0): h = (3/4, 1/4, 0, 0).
+    uneven = np.array([[0.0, 0.1], [0.1, 0.0], [0.0, -0.1], [10.0, 0.0]])
+    expected = 0.75 * math.log(4 * 0.75) + 0.25 * math.log(4 * 0.25)
+    assert toys.mode_kl(uneven, centres, std) == pytest.approx(expected)
+
+
+def test_exact_metrics_on_exact_samples():
+    """The grid's exact metrics of exact samples. With n high-quality samples of K equal modes,
+    2 n KL(h || U) is asymptotically chi^2 with K - 1 degrees of freedom (the G-test), so
+    mode_kl has mean (K - 1) / (2 n) and standard deviation sqrt(2 (K - 1)) / (2 n): for K = 25
+    and n ~ 0.989 * 5000 that is 0.0024 +- 0.0007; the bound 0.0024 + 6 * 0.0007 < 0.007 fails for
+    a histogram as uneven as one mode holding twice its share (KL ~ 0.016 from that alone)."""
+    num_samples = 5000
+    grid = config(name="grid")
+    samples = toys.sampler(grid)(jax.random.key(2), num_samples)
+    metrics = toys.exact_metrics(grid, samples)
+    assert set(metrics) == set(toys.METRIC_GOALS) == {"share_within_3std", "modes_covered",
+                                                      "mode_kl", "bin_kl"}
+    assert all(isinstance(v, float) for v in metrics.values())
+    stats = toys.mode_statistics(samples, *toys.modes(grid))
+    assert metrics["share_within_3std"] == stats["share_within_3std"]
+    assert metrics["modes_covered"] == 25.0
+    assert 0.0 <= metrics["mode_kl"] < 0.007
+    # bin_kl: the G-test again, now with K + 1 = 26 bins: mean K / (2 n) = 0.0025, sd 0.0007.
+    assert 0.0 <= metrics["bin_kl"] < 0.007
+    # Every sample pushed onto mode 0: the worst balance.
+    collapsed = toys.exact_metrics(grid, np.zeros((10, 2)) + toys.grid_centres()[0])
+    assert collapsed["mode_kl"] == pytest.approx(math.log(25)) and collapsed["modes_covered"] == 1
+
+
+def test_bin_kl_on_known_histograms():
+    """KL(h || p) over the K mode balls and 'elsewhere', p_k = (1 - e^-4.5) / K, p_off = e^-4.5
+    in 2-D: the closed form on histograms built by hand."""
+    centres = np.array([[0.0, 0.0], [10.0, 0.0]])  # K = 2
+    std = 0.5
+    inside, off = 1.0 - math.exp(-4.5), math.exp(-4.5)
+    # Half the samples in mode 0, half far from both: h = (1/2, 0, 1/2).
+    samples = np.array([[0.1, 0.0], [0.0, 0.1], [5.0, 5.0], [np.nan, 0.0]])
+    expected = 0.5 * math.log(0.5 / (inside / 2)) + 0.5 * math.log(0.5 / off)
+    assert toys.bin_kl(samples, centres, std) == pytest.approx(expected)
+    # Nothing near a mode: log(1 / p_off) = 4.5 nats.
+    assert toys.bin_kl(np.array([[5.0, 5.0]]), centres, std) == pytest.approx(4.5)
+    # Equal modes and no sample elsewhere: log(1 / P(chi^2_2 <= 9)), i.e. about 0.0111.
+    even = np.array([[0.0, 0.0], [10.0, 0.0]])
+    assert toys.bin_kl(even, centres, std) == pytest.approx(-math.log(inside))
+
+
 @pytest.mark.parametrize("samples,centres,std,min_count", [
     (np.zeros((3, 3)), np.zeros((2, 2)), 1.0, 1),
     (np.zeros((0, 2)), np.zeros((2, 2)), 1.0, 1),

@@ -88,7 +88,7 @@ def test_toy_end_to_end(end_to_end_runs):
     assert "Starting a fresh run" in log and "Finished 6 base steps" in log
     assert re.search(r"step 6/6 \(100\.0%\) [\d.]+ steps/s ETA", log)
     records = _check_metrics(workdir, 6, log_steps=[2, 4, 6], eval_steps=[3, 6])
-    assert {"base_modes_covered", "gebm_share_within_3std"} <= set(records[-1])
+    assert {"base_modes_covered", "gebm_share_within_3std", "gebm_mode_kl"} <= set(records[-1])
     for step in (3, 6):
         with Image.open(os.path.join(workdir, "samples", f"scatter_{step:07d}.png")) as image:
             assert image.format == "PNG" and min(image.size) > 100

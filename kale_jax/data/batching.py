@@ -32,6 +32,8 @@ TRAIN_STREAM = 0
 TEST_STREAM = 1
 TRAIN_EVAL_STREAM = 2  # eval_examples(split="train") of sampled sets: not the training batches
 SHUFFLE_STREAM = 3  # epoch permutations of finite sets
+VALIDATION_STREAM = 4  # eval_examples(split="validation") of sampled sets
+_EVAL_STREAMS = {"test": TEST_STREAM, "train": TRAIN_EVAL_STREAM, "validation": VALIDATION_STREAM}
 
 Sampler = Callable[[jax.Array, int], jax.Array]
 
@@ -86,8 +88,11 @@ def sampled_train_batches(draw: Sampler, *, batch_size: int, seed: int, start_st
 
 def sampled_eval_examples(draw: Sampler, *, split: str, num_examples: int,
                           seed: int) -> np.ndarray:
-    """`num_examples` draws from the evaluation stream of `split`: float32 (num_examples, ...)."""
-    stream = TEST_STREAM if split == "test" else TRAIN_EVAL_STREAM
+    """`num_examples` draws from the evaluation stream of `split`: float32 (num_examples, ...).
+
+    split: 'train', 'validation' or 'test' (three streams independent of each other and of the
+    training batches)."""
+    stream = _EVAL_STREAMS[split]
     return np.asarray(draw(step_key(seed, stream, 0), num_examples), dtype=np.float32)
 
 

@@ -16,8 +16,9 @@ Metrics (names as written to metrics.jsonl):
                      the two numbers are comparable; smaller is closer to the data
   flow bases only:   valid_nll, test_nll, base_/gebm_{valid,test}_nll, log_z, log_z_stderr, ...
                      (kale_jax.train.density: exact held-out likelihoods)
-  ring / grid only:  {base,gebm}_share_within_3std and {base,gebm}_modes_covered
-                     (kale_jax.data.toys.mode_statistics)
+  base_<name>, gebm_<name>   the dataset's exact metrics of base / GEBM samples, for sets with
+                     a known true distribution (kale_jax.data.exact_metrics); ring / grid:
+                     share_within_3std, modes_covered, mode_kl (kale_jax.data.toys)
 Pictures go to WORKDIR/samples/: base_<step>.png and gebm_<step>.png image grids for image data,
 scatter_<step>.png (panels data / base / GEBM) for 2-D and 3-D vector data.
 """
@@ -86,12 +87,9 @@ class Evaluator:
                                                 bandwidths=self.bandwidths))
         result["mmd_gebm"] = float(metrics.mmd2(self.reference, gebm_samples,
                                                 bandwidths=self.bandwidths))
-        if self.info.name in ("ring", "grid"):
-            from kale_jax.data import toys  # pylint: disable=g-import-not-at-top
-            centres, std = toys.modes(self.config.data)
-            for name, samples in (("base", base_samples), ("gebm", gebm_samples)):
-                for k, v in toys.mode_statistics(samples, centres, std).items():
-                    result[f"{name}_{k}"] = float(v)
+        for name, samples in (("base", base_samples), ("gebm", gebm_samples)):
+            for k, v in data.exact_metrics(self.config.data, samples).items():
+                result[f"{name}_{k}"] = float(v)
         if self.density is not None:
             result.update(self.density(state))
         if self.write_pictures:
