@@ -18,7 +18,7 @@ CONFIG_NAMES = sorted(os.path.basename(path)[:-3]
                       for path in glob.glob(os.path.join(REPO, "configs", "*.py"))
                       if not path.endswith("__init__.py"))
 EXPECTED_DATA = {"default": "sphere3d", "test": "ring", "ring": "ring", "grid": "grid",
-                 "digits": "digits"}
+                 "digits": "digits", "shapes": "shapes"}
 
 
 def test_the_embedded_data_configs_exist():

@@ -5,15 +5,21 @@
     test = eval_examples(config.data, split="test", num_examples=1000)
 
 Names (DATASETS): 'sphere3d' (a ground-truth GEBM in R^3, shape (3,)), 'ring' and 'grid'
-(2-D Gaussian mixtures, shape (2,)), 'digits' (scikit-learn's digits, (S, S, 1) images).
+(2-D Gaussian mixtures, shape (2,)), 'digits' (scikit-learn's digits, (S, S, 1) images),
+'shapes' (16x16x1 images of one disc with (cx, cy, r) from a known 4-cluster mixture).
 All are embedded: ``data_dir`` is ignored. Images are NHWC float32 in [-1, 1]; vectors are
 float32 in the data's own units.
 
 Order: the global batch of step t depends only on (data, seed, t, batch_size), and for these
 embedded sets process p of P receives rows [p B / P, (p + 1) B / P) of it (see
-`kale_jax.data.batching`). Sampled sets (sphere3d, ring, grid) draw fresh i.i.d. batches; digits
-is read in epochs shuffled per (seed, epoch). Evaluation examples come from random streams
-independent of training (sampled sets) or from the held-out split (digits).
+`kale_jax.data.batching`). Sampled sets (sphere3d, ring, grid, shapes) draw fresh i.i.d.
+batches; digits is read in epochs shuffled per (seed, epoch). Evaluation examples come from
+random streams independent of training (sampled sets) or from the held-out split (digits).
+
+Exact metrics: a set with a known truth registers (`_Dataset` fields) ``exact_metrics(
+data_config, samples) -> {name: float}``, scoring a model's samples against the truth, and
+``metric_goals`` {name: 'min' | 'max'} (which direction is better). 'shapes' does:
+valid_share (max), cluster_kl (min), param_w1 (min); see kale_jax.data.shapes.
 
 Adding a dataset (the tfds image sets): write a module with its info / train_batches /
 eval_examples and register a `_Dataset` (with the splits it accepts) in `_REGISTRY`; the
@@ -33,16 +39,17 @@ Per-dataset config keys (all optional):
     ring:   data.radius (2.0), data.std (0.02)
     grid:   data.std (0.05)
     digits: data.image_size in (8, 16, 32, 64) (32)
+    shapes: data.image_size in (16,) (16)
     tfds sets: data.data_dir, data.manual_dir, data.image_size, data.crop_size (celeb_a),
                data.shuffle_buffer, data.prefetch, data.cache
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Dict, Iterator, Mapping, NamedTuple, Optional
 
 import numpy as np
 
-from kale_jax.data import batching, digits, sphere3d, tabular, tfds_images, toys
+from kale_jax.data import batching, digits, shapes, sphere3d, tabular, tfds_images, toys
 
 SPLITS = ("train", "test")  # the splits of the embedded sets
 
@@ -64,14 +71,20 @@ class _Dataset(NamedTuple):
     # (data_config, *, split, num_examples, seed) -> array
     eval_examples: Callable[..., np.ndarray]
     splits: tuple[str, ...] = SPLITS
+    # (data_config, samples (N, *info.shape)) -> {metric name: value}, for sets with a known
+    # truth; metric_goals says for each name whether lower ('min') or higher ('max') is better.
+    exact_metrics: Optional[Callable[[Mapping, np.ndarray], Dict[str, float]]] = None
+    metric_goals: Mapping[str, str] = {}
 
 
-def _sampled(name: str, shape: tuple[int, ...], make_draw) -> _Dataset:
-    """A dataset drawn fresh each step by `make_draw(data_config)(key, n) -> (n, *shape)`."""
+def _sampled(name: str, shape: tuple[int, ...], make_draw, kind: str = "vector",
+             **extra: Any) -> _Dataset:
+    """A dataset drawn fresh each step by `make_draw(data_config)(key, n) -> (n, *shape)`;
+    `extra` holds further _Dataset fields (exact_metrics, metric_goals)."""
 
     def info(data_config):
         make_draw(data_config)  # validates the dataset's keys
-        return DatasetInfo(name, shape, "vector")
+        return DatasetInfo(name, shape, kind)
 
     def train(data_config, **kwargs):
         return batching.sampled_train_batches(make_draw(data_config), **kwargs)
@@ -79,7 +92,7 @@ def _sampled(name: str, shape: tuple[int, ...], make_draw) -> _Dataset:
     def evaluate(data_config, **kwargs):
         return batching.sampled_eval_examples(make_draw(data_config), **kwargs)
 
-    return _Dataset(info, train, evaluate)
+    return _Dataset(info, train, evaluate, **extra)
 
 
 def _digits_info(data_config):
@@ -105,6 +118,8 @@ _REGISTRY: dict[str, _Dataset] = {
     "ring": _sampled("ring", (2,), toys.sampler),
     "grid": _sampled("grid", (2,), toys.sampler),
     "digits": _Dataset(_digits_info, _digits_train, _digits_eval),
+    "shapes": _sampled("shapes", shapes.SHAPE, shapes.sampler, kind="image",
+                       exact_metrics=shapes.exact_metrics, metric_goals=shapes.METRIC_GOALS),
 }
 EMBEDDED_DATASETS: tuple[str, ...] = tuple(_REGISTRY)
 
