@@ -9,8 +9,9 @@ devices), starting from the prior, so record 0 is the base alone and the last re
 Every config.sample.record_every MCMC steps it records:
 
   energy, acceptance      mean E(B(z)) over chains; fraction of accepted proposals in the block
-  mmd                     unbiased MMD^2 against the held-out split (embedded sets: toys, digits;
-                          Gaussian-mixture kernel, bandwidths = held-out median x (0.5, 1, 2))
+  mmd                     unbiased MMD^2 against the held-out split (embedded sets: toys, digits,
+                          shapes; Gaussian-mixture kernel, bandwidths = held-out median x
+                          (0.5, 1, 2))
   fid_train, fid_test     FID against the train / held-out split's statistics (cached per dataset
                           and split), and kid_test (+ kid_test_se): needs Inception weights at
                           config.sample.inception_path; without them a line says how to get them
