@@ -69,6 +69,19 @@ def test_sample_is_exact_in_shape_range_and_seed(exact):
     assert shapes.sample(jax.random.key(0), 0)[0].shape == (0, 16, 16, 1)
 
 
+def test_clusters_are_separable_by_the_nearest_centre():
+    """A box point is within 3 sqrt(3) standardised units of its centre, so nearest-centre
+    assignment is exact when every two centres are more than twice that apart."""
+    centres = np.asarray(shapes.CENTRES) / np.asarray(shapes.STDS)
+    gaps = [np.linalg.norm(a - b) for i, a in enumerate(centres) for b in centres[i + 1:]]
+    assert min(gaps) > 2 * shapes.TRUNCATION * math.sqrt(3)
+    # The corners of every box are assigned to their own cluster.
+    corners = np.array([[sx, sy, sr] for sx in (-1, 1) for sy in (-1, 1) for sr in (-1, 1)])
+    for k, centre in enumerate(shapes.CENTRES):
+        points = centre + shapes.TRUNCATION * corners * np.asarray(shapes.STDS)
+        assert np.all(shapes.assign(points) == k)
+
+
 def test_cluster_shares_and_within_cluster_moments(exact):
     params = exact[1].astype(np.float64)
     clusters = shapes.assign(params)
