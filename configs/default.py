@@ -144,7 +144,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.sample.num_gif_chains = 16         # chains animated in chains.gif
     config.sample.num_data_examples = 10000   # data examples per split for FID/KID/MMD stats
     config.sample.num_kale_examples = 2000    # train / held-out examples for the KALE estimates
-    config.sample.mmd = config_dict.placeholder(bool)  # None: on for embedded sets (toys, digits)
+    # None: on for embedded sets (toys, digits, shapes).
+    config.sample.mmd = config_dict.placeholder(bool)
     config.sample.mmd_num_samples = 2000      # samples per record compared by MMD
     config.sample.inception_path = "third_party/inception/pt_inception-2015-12-05.npz"
     config.sample.inception_batch_size = 50

@@ -18,7 +18,7 @@ Every config.sample.record_every MCMC steps, for every beta, it records:
 
   energy, acceptance      mean E(B(z)) over chains; fraction of accepted proposals in the block
   mmd                     unbiased MMD^2 against the held-out TEST reference (embedded sets: toys,
-                          digits; Gaussian-mixture kernel, bandwidths = validation-reference
+                          digits, shapes; Gaussian-mixture kernel, bandwidths = validation-reference
                           median x (0.5, 1, 2))
   fid_train, fid_test     FID against the train / held-out split's statistics (cached per dataset
                           and split), and kid_test (+ kid_test_se): needs Inception weights at

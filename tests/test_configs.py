@@ -18,7 +18,8 @@ CONFIG_NAMES = sorted(os.path.basename(path)[:-3]
                       for path in glob.glob(os.path.join(REPO, "configs", "*.py"))
                       if not path.endswith("__init__.py"))
 EXPECTED_DATA = {"default": "sphere3d", "test": "ring", "ring": "ring", "grid": "grid",
-                 "curve": "curve", "digits": "digits"}
+                 "curve": "curve", "digits": "digits",
+                 "shapes": "shapes"}
 
 
 def test_the_embedded_data_configs_exist():

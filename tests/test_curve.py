@@ -312,7 +312,7 @@ def test_registry_entry():
     entry = data._REGISTRY["curve"]  # pylint: disable=protected-access
     assert dict(entry.metric_goals) == curve.METRIC_GOALS
     assert set(entry.exact_metrics(config(), test)) == set(curve.METRIC_GOALS)
-    assert data._REGISTRY["ring"].exact_metrics is None  # pylint: disable=protected-access
+    assert data._REGISTRY["sphere3d"].exact_metrics is None  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf"), "big", True])

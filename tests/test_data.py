@@ -9,7 +9,8 @@ from kale_jax import data
 from kale_jax.data import digits
 
 SHAPES = {"sphere3d": ((3,), "vector"), "ring": ((2,), "vector"), "grid": ((2,), "vector"),
-          "curve": ((2,), "vector"), "digits": ((32, 32, 1), "image")}
+          "curve": ((2,), "vector"), "digits": ((32, 32, 1), "image"),
+          "shapes": ((16, 16, 1), "image")}
 
 
 def config(name, **kwargs):
@@ -21,7 +22,7 @@ def take(iterator, count):
 
 
 def test_registry_names():
-    assert data.EMBEDDED_DATASETS == ("sphere3d", "ring", "grid", "curve", "digits")
+    assert data.EMBEDDED_DATASETS == ("sphere3d", "ring", "grid", "curve", "digits", "shapes")
     assert set(data.DATASETS) == set(data.EMBEDDED_DATASETS) | {
         "cifar10", "celeb_a", "downsampled_imagenet/32x32", "lsun/bedroom"} | {
         "redwine", "whitewine", "parkinsons", "hepmass", "miniboone", "gaussian_mixture"}
@@ -114,7 +115,8 @@ def test_unknown_name_lists_datasets():
     for function in (data.get_info,
                      lambda c: data.train_batches(c, batch_size=8, seed=0),
                      lambda c: data.eval_examples(c, num_examples=8)):
-        with pytest.raises(ValueError, match=r"data.name.*sphere3d.*ring.*grid.*digits.*'mnist'"):
+        with pytest.raises(ValueError,
+                           match=r"data.name.*sphere3d.*ring.*grid.*digits.*shapes.*'mnist'"):
             function(config("mnist"))
 
 
@@ -206,7 +208,7 @@ def test_exact_metrics_and_metric_goals():
     with pytest.raises(ValueError, match="N >= 1"):
         data.exact_metrics(ring, np.zeros((0, 2)))
     assert data.metric_goals(ring) == {"share_within_3std": "max", "modes_covered": "max",
-                                       "mode_kl": "min"}
+                                       "mode_kl": "min", "bin_kl": "min"}
     assert data.metric_goals(config("digits")) == {}
     for name, goal in (("mmd", "min"), ("fid", "min"), ("fid_test", "min"), ("kid_test", "min"),
                        ("mode_kl", "min"), ("share_within_3std", "max"),

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
+from experiments import param_counts
 from kale_jax import networks
 from kale_jax.networks import common
 
 IMAGE_NETS = ("dcgan", "sngan", "resnet")
 ALL_NETS = IMAGE_NETS + ("mlp",)
-IMAGE_CASES = [(name, size) for name in IMAGE_NETS for size in (32, 64)]
+IMAGE_CASES = [(name, size) for name in IMAGE_NETS for size in (32, 64)] + [("dcgan", 16)]
 BATCH = 4
 LATENT_DIM = 8
 MLP_DIM = 3
@@ -330,6 +331,31 @@ def test_default_widths_match_the_papers():
     assert [e[f"down{i}"]["kernel"][-1] for i in range(4)] == [64, 128, 256, 512]
 
 
+def test_dcgan_at_16_has_two_stages_and_the_32_64_counts_are_unchanged():
+    """16x16 DCGAN: 4x4x2w -> 8x8xw -> 16x16xC and back (kernel shapes, hand parameter counts);
+    the default 32 / 64 pairs keep the README's counts."""
+    w, d, c = 8, 5, 1
+    z, x = jnp.zeros((1, d)), jnp.zeros((1, 16, 16, c))
+    generator = networks.get_generator("dcgan", image_size=16, channels=c, width=w)
+    energy = networks.get_energy("dcgan", image_size=16, channels=c, width=w)
+    g = jax.eval_shape(lambda: generator.init(jax.random.PRNGKey(0), z, train=False))["params"]
+    e = jax.eval_shape(lambda: energy.init(jax.random.PRNGKey(0), x, train=False))["params"]
+    assert g["dense"]["kernel"].shape == (d, 4 * 4 * 2 * w)
+    assert [g[f"up{i}"]["kernel"].shape for i in range(2)] == [(4, 4, 2 * w, w), (4, 4, w, c)]
+    assert "up2" not in g
+    assert [e[f"down{i}"]["kernel"].shape for i in range(2)] == [(4, 4, c, w), (4, 4, w, 2 * w)]
+    assert e["out"]["kernel"].shape == (4 * 4 * 2 * w, 1)
+    assert networks.count_parameters(g) == (d * 16 * 2 * w + 2 * 2 * w  # dense, BatchNorm
+                                            + 16 * 2 * w * w + 2 * w  # up0 (no bias), BatchNorm
+                                            + 16 * w * c + c)  # up1 with bias
+    assert networks.count_parameters(e) == (16 * c * w + w + 16 * w * 2 * w + 2 * w
+                                            + 16 * 2 * w + 1)
+    # README "Networks" table (latent 100, 3 channels, default width 64).
+    rows = param_counts.parameter_rows(("dcgan",), (32, 64))
+    assert [(r.generator_params, r.energy_params) for r in rows] == [
+        (1_068_931, 662_977), (3_576_707, 2_764_737)]
+
+
 def test_registry_names_and_errors():
     assert set(networks.ENERGY_NAMES) == set(ALL_NETS)
     assert set(networks.GENERATOR_NAMES) == set(ALL_NETS) | set(networks.FLOW_NAMES)
@@ -343,10 +369,15 @@ def test_registry_names_and_errors():
         networks.supported_image_sizes("gan")
     assert networks.supported_image_sizes("mlp") == ()
     for name in IMAGE_NETS:
-        assert networks.supported_image_sizes(name) == (32, 64)
+        sizes = (16, 32, 64) if name == "dcgan" else (32, 64)
+        assert networks.supported_image_sizes(name) == sizes
         for build in (networks.get_generator, networks.get_energy):
-            with pytest.raises(ValueError, match=r"image_size=48 .*\(32, 64\)"):
+            allowed = ", ".join(map(str, sizes))
+            with pytest.raises(ValueError, match=rf"image_size=48 .*\({allowed}\)"):
                 build(name, image_size=48)
+            if name != "dcgan":  # 16x16 is the DCGAN pair's alone
+                with pytest.raises(ValueError, match=r"image_size=16 .*\(32, 64\)"):
+                    build(name, image_size=16)
         with pytest.raises(ValueError, match="width=0"):
             networks.get_generator(name, width=0)
     with pytest.raises(ValueError, match="activation='gelu'"):

@@ -8,13 +8,15 @@
 
 Names (DATASETS): 'sphere3d' (a ground-truth GEBM in R^3, shape (3,)), 'ring' and 'grid'
 (2-D Gaussian mixtures, shape (2,)), 'curve' (a known density on a wavy 1-D curve in 2-D, shape
-(2,)), 'digits' (scikit-learn's digits, (S, S, 1) images).
+(2,)), 'digits' (scikit-learn's digits, (S, S, 1) images), 'shapes' (16x16x1
+images of one disc with (cx, cy, r) from a known 4-cluster mixture).
 All are embedded: ``data_dir`` is ignored. Images are NHWC float32 in [-1, 1]; vectors are
 float32 in the data's own units.
 
 Order: the global batch of step t depends only on (data, seed, t, batch_size), and for these
 embedded sets process p of P receives rows [p B / P, (p + 1) B / P) of it (see
-`kale_jax.data.batching`). Sampled sets (sphere3d, ring, grid, curve) draw fresh i.i.d. batches;
+`kale_jax.data.batching`). Sampled sets (sphere3d, ring, grid, curve,
+shapes) draw fresh i.i.d. batches;
 digits is read in epochs shuffled per (seed, epoch). Evaluation examples come from random streams
 independent of training (sampled sets: splits 'train', 'validation' and 'test', three independent
 streams) or from the held-out split (digits).
@@ -28,7 +30,8 @@ data, and `metric_goals` {name: 'min' | 'max'} (which direction is better). `exa
 calls it ({} for sets without); `metric_goal(...)` says which direction is better for any metric
 name a caller may select on. Registered: ring and grid (kale_jax.data.toys.exact_metrics:
 share_within_3std (max), modes_covered (max), mode_kl (min), bin_kl (min)) and curve
-(kale_jax.data.curve.exact_metrics: curve_distance, on_curve_share, arc_w1, arc_ks).
+(kale_jax.data.curve.exact_metrics: curve_distance, on_curve_share, arc_w1, arc_ks) and shapes
+(kale_jax.data.shapes.exact_metrics: valid_share, cluster_kl, param_w1).
 
 Adding a dataset (the tfds image sets): write a module with its info / train_batches /
 eval_examples and register a `_Dataset` (with the splits it accepts, and optionally its exact
@@ -49,6 +52,7 @@ Per-dataset config keys (all optional):
     grid:   data.std (0.05)
     curve:  data.noise (0.0: points exactly on the curve)
     digits: data.image_size in (8, 16, 32, 64) (32)
+    shapes: data.image_size in (16,) (16)
     tfds sets: data.data_dir, data.manual_dir, data.image_size, data.crop_size (celeb_a),
                data.shuffle_buffer, data.prefetch, data.cache
 """
@@ -59,7 +63,8 @@ from typing import Any, Callable, Dict, Iterator, Mapping, NamedTuple, Optional
 
 import numpy as np
 
-from kale_jax.data import batching, curve, digits, sphere3d, tabular, tfds_images, toys
+from kale_jax.data import (batching, curve, digits, shapes, sphere3d, tabular, tfds_images,
+                           toys)
 
 SPLITS = ("train", "test")  # the splits of the embedded sets
 SAMPLED_SPLITS = ("train", "validation", "test")  # sampled sets: three independent streams
@@ -96,7 +101,8 @@ _SAMPLED: set[str] = set()  # names of the sets made by _sampled (independent va
 
 
 def _sampled(name: str, shape: tuple[int, ...], make_draw, exact_metrics=None,
-             metric_goals: Mapping[str, str] = types.MappingProxyType({})) -> _Dataset:
+             metric_goals: Mapping[str, str] = types.MappingProxyType({}),
+             kind: str = "vector") -> _Dataset:
     """A dataset drawn fresh each step by `make_draw(data_config)(key, n) -> (n, *shape)`.
 
     Its splits 'train', 'validation' and 'test' are independent random streams."""
@@ -104,7 +110,7 @@ def _sampled(name: str, shape: tuple[int, ...], make_draw, exact_metrics=None,
 
     def info(data_config):
         make_draw(data_config)  # validates the dataset's keys
-        return DatasetInfo(name, shape, "vector")
+        return DatasetInfo(name, shape, kind)
 
     def train(data_config, **kwargs):
         return batching.sampled_train_batches(make_draw(data_config), **kwargs)
@@ -140,6 +146,8 @@ _REGISTRY: dict[str, _Dataset] = {
     "grid": _sampled("grid", (2,), toys.sampler, toys.exact_metrics, toys.METRIC_GOALS),
     "curve": _sampled("curve", (2,), curve.sampler, curve.exact_metrics, curve.METRIC_GOALS),
     "digits": _Dataset(_digits_info, _digits_train, _digits_eval),
+    "shapes": _sampled("shapes", shapes.SHAPE, shapes.sampler, kind="image",
+                       exact_metrics=shapes.exact_metrics, metric_goals=shapes.METRIC_GOALS),
 }
 EMBEDDED_DATASETS: tuple[str, ...] = tuple(_REGISTRY)
 

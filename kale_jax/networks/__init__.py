@@ -5,8 +5,9 @@
     images = generator.apply(variables, z, train=False)             # (N, 32, 32, 3) in [-1, 1]
     images, updates = generator.apply(variables, z, train=True, mutable=['batch_stats'])
 
-Names: 'dcgan', 'sngan', 'resnet' (images, NHWC, image_size 32 or 64) and 'mlp' (vectors);
-generators also 'realnvp' and 'maf' (normalizing flows on vectors with exact log_prob, flows.py).
+Names: 'dcgan', 'sngan', 'resnet' (images, NHWC, image_size 32 or 64; dcgan also 16) and
+'mlp' (vectors); generators also 'realnvp' and 'maf' (normalizing flows on vectors with exact
+log_prob, flows.py).
 Generators map z (N, latent_dim) to samples; energies map samples (N, ...) to (N,) float32.
 All mutable state (BatchNorm averages, spectral-norm power-iteration vectors) is in the
 'batch_stats' collection; train=False reads it and updates nothing.
@@ -102,6 +103,8 @@ def supported_image_sizes(name: str) -> Tuple[int, ...]:
     if name not in GENERATORS and name not in ENERGIES:
         raise ValueError(f"unknown network name {name!r}; allowed: "
                          f"{tuple(sorted(set(GENERATORS) | set(ENERGIES)))}")
+    if name == "dcgan":
+        return common.DCGAN_IMAGE_SIZES
     return common.IMAGE_SIZES if name in IMAGE_NETWORK_NAMES else ()
 
 

@@ -15,6 +15,10 @@ Array = jax.Array
 
 # Image sizes the convolutional networks are built for: 32 -> 3 up/down stages, 64 -> 4.
 IMAGE_SIZES = (32, 64)
+# The DCGAN pair also builds 16x16 (2 stages; small procedural sets such as 'shapes').
+DCGAN_IMAGE_SIZES = (16,) + IMAGE_SIZES
+# x2 resampling stages between 4x4 and S x S: S = 4 * 2^stages.
+NUM_STAGES = {16: 2, 32: 3, 64: 4}
 
 # BatchNorm running-average momentum (new = momentum * old + (1 - momentum) * batch).
 BATCH_NORM_MOMENTUM = 0.9
@@ -55,8 +59,9 @@ def get_activation(owner: str, name: str, value: Optional[str],
 
 
 def num_stages(image_size: int) -> int:
-    """Number of x2 resampling stages between 4x4 and image_size x image_size (32 -> 3)."""
-    return {32: 3, 64: 4}[image_size]
+    """Number of x2 resampling stages between 4x4 and image_size x image_size (16 -> 2,
+    32 -> 3, 64 -> 4)."""
+    return NUM_STAGES[image_size]
 
 
 def check_latent(owner: str, z: Array) -> None:

@@ -2,9 +2,11 @@
 CNN" of SNGAN (Miyato et al. 2018, Table 3).
 
 Shapes: latents z (N, latent_dim) -> images (N, S, S, C) in [-1, 1]; images (N, S, S, C) ->
-energies (N,) float32. S is image_size (32 or 64; 64 adds one x2 stage); layouts are NHWC.
+energies (N,) float32. S is image_size: 32 or 64 (64 adds one x2 stage), and 16 for the DCGAN
+pair (one stage fewer than 32: 4 -> 8 -> 16); layouts are NHWC.
 
-Channel schedules (w = width), for S = 32 / 64:
+Channel schedules (w = width), for S = 32 / 64 (DCGAN at 16: 4x4x2w -> 8x8xw -> 16x16xC, and
+16x16xC -> 8x8xw -> 4x4x2w -> dense):
   DCGAN generator  4x4x4w -> ... -> SxSxC      /  4x4x8w -> ...      (last hidden layer has w)
   DCGAN energy     S/2 x S/2 x w -> ... -> 4x4x4w  /  ... -> 4x4x8w, then dense to 1
   SNGAN generator  4x4x8w -> 8w/2 -> ... -> w, 3x3 conv to C   /  4x4x16w -> ...
@@ -31,9 +33,9 @@ Array = jax.Array
 _INIT = common.normal_init(0.02)
 
 
-def _check(module: nn.Module) -> None:
+def _check(module: nn.Module, sizes=common.IMAGE_SIZES) -> None:
     owner = type(module).__name__
-    common.check_image_size(owner, module.image_size)
+    common.check_image_size(owner, module.image_size, sizes)
     common.check_positive(owner, "channels", module.channels)
     common.check_positive(owner, "width", module.width)
 
@@ -57,7 +59,7 @@ class DCGANGenerator(nn.Module):
     """DCGAN generator: dense -> 4x4 -> 4x4 stride-2 transposed convs (BatchNorm, ReLU) -> tanh.
 
     Attributes:
-      image_size: output side S (32 or 64).
+      image_size: output side S (16, 32 or 64).
       channels: output channels C.
       width: channels of the last hidden layer; the 4x4 layer has width * S / 8.
       axis_name: device axis over which BatchNorm statistics are averaged (None: local batch).
@@ -68,7 +70,7 @@ class DCGANGenerator(nn.Module):
     axis_name: Optional[str] = None
 
     def __post_init__(self):
-        _check(self)
+        _check(self, common.DCGAN_IMAGE_SIZES)
         super().__post_init__()
 
     @nn.compact
@@ -93,7 +95,7 @@ class DCGANEnergy(nn.Module):
     normalisation, dense to a scalar.
 
     Attributes:
-      image_size: input side S (32 or 64).
+      image_size: input side S (16, 32 or 64).
       channels: input channels C.
       width: channels of the first conv; each stride-2 conv doubles them.
     """
@@ -102,7 +104,7 @@ class DCGANEnergy(nn.Module):
     width: int = 64
 
     def __post_init__(self):
-        _check(self)
+        _check(self, common.DCGAN_IMAGE_SIZES)
         super().__post_init__()
 
     @nn.compact
