@@ -5,6 +5,7 @@ r"""Reproduces the paper's claims at CPU scale: python -m experiments.claims --c
     python -m experiments.claims --claim=ring         # ring of 8: base / GEBM / GAN, 3 seeds
     python -m experiments.claims --claim=grid         # 5x5 grid: the same
     python -m experiments.claims --claim=curve        # the paper's toy: truth / GAN / GEBM / EBM
+    python -m experiments.claims --claim=shapes       # 16x16 discs: base / GEBM / GAN, 3 seeds
     python -m experiments.claims --claim=digits       # digits MMD, image grids
     python -m experiments.claims --claim=samplers     # metric vs MCMC steps, ULA/MALA/HMC/KLA
     python -m experiments.claims --claim=gan          # same networks trained as logistic GANs
@@ -27,8 +28,8 @@ from absl import flags, logging
 
 from experiments import cli
 
-CLAIMS = ("kale_vs_kl", "sphere3d", "ring", "grid", "curve", "digits", "samplers", "gan",
-          "flows")
+CLAIMS = ("kale_vs_kl", "sphere3d", "ring", "grid", "curve", "shapes", "digits", "samplers",
+          "gan", "flows")
 
 flags.DEFINE_enum("claim", None, CLAIMS, "Which claim to reproduce.")
 flags.DEFINE_bool("tiny", False, "Seconds-scale settings (for tests); numbers are meaningless.")

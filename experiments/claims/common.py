@@ -137,17 +137,9 @@ class Trained:
         self.workdir = workdir
         self.info = data.get_info(config.data)
         self.spec = loop.step_spec(config, self.info)
-        started = time.monotonic()
-        self.state = train_and_evaluate(config, workdir, config_source="experiments.claims")
-        self.train_seconds = time.monotonic() - started
-        self.reused = _read_train_seconds(workdir) is not None
-        if self.reused:
-            self.train_seconds = _read_train_seconds(workdir)
-        else:
-            with open(os.path.join(workdir, "claims_train_seconds.json"), "w") as f:
-                json.dump({"seconds": self.train_seconds}, f)
-        log(f"{config.data.name} ({config.train.criterion}): "
-            f"{'reused' if self.reused else 'trained'} in {self.train_seconds:.0f} s ({workdir})")
+        self.state, self.reused, self.train_seconds = train_once(
+            lambda: train_and_evaluate(config, workdir, config_source="experiments.claims"),
+            workdir, log, f"{config.data.name} ({config.train.criterion})")
 
     def base_samples(self, key, num: int) -> np.ndarray:
         import jax  # pylint: disable=g-import-not-at-top
@@ -185,6 +177,27 @@ class Trained:
 
     def decode(self, z) -> np.ndarray:
         return np.asarray(_generate(self.spec, self.state.generator_variables(), z))
+
+
+def train_once(train: Callable[[], Any], workdir: str, log: Callable[[str], None],
+               label: str) -> tuple:
+    """Runs `train()`, which trains into `workdir` or, when it holds the final checkpoint,
+    resumes it and returns at once. The first training's wall and CPU seconds go to
+    WORKDIR/claims_train_seconds.json, so a reuse reports the original training's.
+
+    Returns:
+      (train()'s result, whether the training was reused, its wall seconds).
+    """
+    reused = _read_train_seconds(workdir) is not None
+    wall, cpu = time.monotonic(), time.process_time()
+    result = train()
+    if not reused:
+        with open(os.path.join(workdir, "claims_train_seconds.json"), "w") as f:
+            json.dump({"seconds": time.monotonic() - wall,
+                       "cpu_seconds": time.process_time() - cpu}, f)
+    seconds = _read_train_seconds(workdir)
+    log(f"{label}: {'reused' if reused else 'trained'} in {seconds:.0f} s ({workdir})")
+    return result, reused, seconds
 
 
 def _read_train_seconds(workdir: str) -> Optional[float]:

@@ -82,7 +82,7 @@ def _known_claim(name: str) -> Callable:
 
 _RUNNERS = {"kale_vs_kl": _kale_vs_kl, "sphere3d": _gebm_claim("sphere3d"),
             "ring": _known_claim("ring"), "grid": _known_claim("grid"),
-            "curve": _known_claim("curve"), "digits": _gebm_claim("digits"),
+            "curve": _known_claim("curve"), "shapes": _known_claim("shapes"), "digits": _gebm_claim("digits"),
             "samplers": _gebm_claim("samplers"), "gan": _gebm_claim("gan")}
 
 

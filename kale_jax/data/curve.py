@@ -467,7 +467,7 @@ def plot_panel(ax, samples: Optional[np.ndarray], title: str = "", *,
 
 
 def save_panels(path: str, panels: Mapping[str, np.ndarray], title: str = "", *,
-                limits: Sequence[Sequence[float]] = PLOT_LIMITS) -> None:
+                limits: Sequence[Sequence[float]] = PLOT_LIMITS) -> str:
     """One `plot_panel` per entry of `panels` (name -> (N, 2) samples), in a row, as a PNG.
 
     Args:
@@ -475,6 +475,8 @@ def save_panels(path: str, panels: Mapping[str, np.ndarray], title: str = "", *,
       panels: panel title -> samples, e.g. {'truth': ..., 'GAN': ..., 'GEBM': ..., 'EBM': ...}.
       title: figure title.
       limits: axis limits shared by every panel.
+    Returns:
+      `path`.
     """
     import matplotlib  # pylint: disable=g-import-not-at-top
     matplotlib.use("Agg")
@@ -493,3 +495,4 @@ def save_panels(path: str, panels: Mapping[str, np.ndarray], title: str = "", *,
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return path
