@@ -33,7 +33,7 @@ DATASETS = {
     "ring": {"config": "ring", "select_by": "bin_kl", "headline": "share_within_3std"},
     "grid": {"config": "grid", "select_by": "bin_kl", "headline": "share_within_3std"},
     "curve": {"config": "curve", "select_by": "arc_w1", "headline": "arc_w1"},
-    "shapes": {"config": "shapes", "select_by": "param_w1", "headline": "valid_share"},
+    "shapes": {"config": "shapes", "select_by": "param_w1", "headline": "param_w1"},
 }
 # Validation and test draws of the true distribution come from separate seeds (sampled sets draw
 # independent streams per seed).
