@@ -7,7 +7,7 @@ r"""Reproduces the paper's claims at CPU scale: python -m experiments.claims --c
     python -m experiments.claims --claim=curve        # the paper's toy: truth / GAN / GEBM / EBM
     python -m experiments.claims --claim=shapes       # 16x16 discs: base / GEBM / GAN, 3 seeds
     python -m experiments.claims --claim=digits       # digits MMD, image grids
-    python -m experiments.claims --claim=samplers     # metric vs MCMC steps, ULA/MALA/HMC/KLA
+    python -m experiments.claims --claim=samplers     # metric vs gradient evals, ULA/MALA/HMC/KLA
     python -m experiments.claims --claim=gan          # same networks trained as logistic GANs
     python -m experiments.claims --claim=flows        # fold OUT/flows.json into claims.json
 
@@ -15,7 +15,7 @@ Each claim replaces its own section of OUT/claims.json (default experiments/resu
 command, date and seconds recorded) and writes its PNG figures to OUT. --tiny runs a seconds-
 scale setting (tests/test_claims.py). Trained GEBMs go to WORKDIR/<claim>_<data>[_tiny] (default
 workdirs/claims) and are reused by later claims when present (e.g. --claim=samplers reads the
-sphere3d and ring runs).
+seed-0 curve, shapes and ring runs, and the betas those claims chose, so run it after them).
 
 Every claim also folds OUT/flows.json (written by `python -m experiments.flows_vs_mle`) into
 claims.json under "flows" when that file exists: a flat JSON object with at least the test NLLs
