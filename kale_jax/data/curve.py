@@ -487,7 +487,7 @@ def save_panels(path: str, panels: Mapping[str, np.ndarray], title: str = "", *,
     panel_width = 4.0
     fig, axes = plt.subplots(1, len(panels), squeeze=False,
                              figsize=(panel_width * len(panels),
-                                      panel_width * height / width + (0.9 if title else 0.6)))
+                                      panel_width * height / width + (1.3 if title else 1.0)))
     for ax, (name, samples) in zip(axes[0], panels.items()):
         plot_panel(ax, samples, name, limits=limits)
     if title:
