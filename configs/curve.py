@@ -13,7 +13,7 @@ Choices:
   leaving mass off it (a wider latent gives the base a 2-D pushforward that must be squeezed
   onto a line); the base then only misses the density along the curve, which the energy fixes.
   With one latent dimension the GEBM's latent MCMC is also 1-D and mixes easily.
-* Networks as configs/ring.py: a relu base of two hidden layers of 128 units (a 1-D input
+* Networks as configs/ring.py (imported): a relu base of two hidden layers of 128 units (a 1-D input
   gives a piecewise-linear path; it needs a few dozen pieces to follow bends of radius 0.3 to
   well within 0.05) and a slightly larger leaky-relu energy.
 * Batch 256 and Adam(1e-3, 0.5, 0.999) for both networks as ring.py (default.py's optimiser);
@@ -35,22 +35,17 @@ density along it got worse (arc_w1 0.05-0.69), so it is not used here.
 """
 import ml_collections
 
-from configs import default
+from configs import ring
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = default.get_config()
+    config = ring.get_config()  # ring.py's networks, batch, optimiser and sampler
     config.data.name = "curve"
     config.data.noise = 0.0  # std of Gaussian noise around the curve (0: exactly on it)
     config.model.latent_dim = 1
-    config.model.generator_kwargs = ml_collections.ConfigDict(
-        dict(hidden=128, depth=2, activation="relu", batch_norm=False))
-    config.model.energy_kwargs = ml_collections.ConfigDict(
-        dict(hidden=128, depth=3, activation="leaky_relu"))
     config.train.num_steps = 10000
-    config.train.batch_size = 256
+    config.train.refine_from = None  # no refinement phase (see above)
+    config.train.refine_penalty_weight = None
     config.train.eval_every = 2000
     config.train.checkpoint_every = 2000
-    config.sampler.num_steps = 500
-    config.sampler.num_adaptation_steps = 200
     return config

@@ -62,28 +62,21 @@ def _kale_vs_kl(tiny, out, workdir, seed, started) -> Dict[str, Any]:
             **result}
 
 
-def _gebm_claim(name: str) -> Callable:
+def _module_claim(module: str, name: str) -> Callable:
+    """A runner of claim `name`, the function of that name in experiments.claims.<module>."""
     def run_claim(tiny, out, workdir, seed, started):
-        from experiments.claims import gebm  # pylint: disable=g-import-not-at-top
-        paper_claim, result = getattr(gebm, name)(tiny=tiny, out=out, workdir=workdir,
-                                                  seed=seed, log=_log)
+        import importlib  # pylint: disable=g-import-not-at-top
+        claim = getattr(importlib.import_module(f"experiments.claims.{module}"), name)
+        paper_claim, result = claim(tiny=tiny, out=out, workdir=workdir, seed=seed, log=_log)
         return {**common.section_header(name, tiny, started, paper_claim), **result}
     return run_claim
 
 
-def _known_claim(name: str) -> Callable:
-    def run_claim(tiny, out, workdir, seed, started):
-        from experiments.claims import known  # pylint: disable=g-import-not-at-top
-        paper_claim, result = getattr(known, name)(tiny=tiny, out=out, workdir=workdir,
-                                                   seed=seed, log=_log)
-        return {**common.section_header(name, tiny, started, paper_claim), **result}
-    return run_claim
-
-
-_RUNNERS = {"kale_vs_kl": _kale_vs_kl, "sphere3d": _gebm_claim("sphere3d"),
-            "ring": _known_claim("ring"), "grid": _known_claim("grid"),
-            "curve": _known_claim("curve"), "shapes": _known_claim("shapes"), "digits": _gebm_claim("digits"),
-            "samplers": _gebm_claim("samplers"), "gan": _gebm_claim("gan")}
+_RUNNERS = {"kale_vs_kl": _kale_vs_kl,
+            **{name: _module_claim("gebm", name) for name in ("sphere3d", "digits", "samplers",
+                                                             "gan")},
+            **{name: _module_claim("known", name) for name in ("ring", "grid", "curve",
+                                                              "shapes")}}
 
 
 def run(claim: str, *, tiny: bool, out: str, workdir: str, seed: int,
