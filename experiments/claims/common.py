@@ -127,7 +127,7 @@ class Trained:
 
     Trained with kale_jax.train.train_and_evaluate into `workdir`; a workdir that already holds
     the final checkpoint of the same config is resumed (no training), so claims reuse each other's
-    runs (the sampler claim reads the sphere3d / ring workdirs).
+    runs (the samplers claim reads the seed-0 curve, shapes and ring workdirs).
     """
 
     def __init__(self, config, workdir: str, log: Callable[[str], None] = print):
