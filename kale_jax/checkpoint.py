@@ -125,8 +125,9 @@ class Checkpoints:
         self._check_space(f"checkpoint step {step} needs about")
         logging.info("Saving checkpoint at step %d started.", step)
         # orbax's background writes run on event loops made while the save is pending: a write
-        # failing there must not leave reads to wake a closed loop ("Event loop is closed").
-        self._policy.enter_context(_event_loops_cancel_leftover_tasks())
+        # failing there must not wake a closed loop ("Event loop is closed") nor print the
+        # tracebacks of the writes it abandons.
+        self._policy.enter_context(_patched_event_loops("save"))
         self._pending = step
         try:
             with storage.writing(f"checkpoint step {step}", os.path.join(self.directory,
@@ -322,16 +323,25 @@ class Checkpoints:
 
 
 class _CancelLeftoverTasksOnClose(asyncio.AbstractEventLoopPolicy):
-    """Delegates to `inner`, except that the loops it makes cancel their unfinished tasks on close.
+    """Delegates to `inner`, except that the loops it makes cancel their unfinished tasks on close
+    (restores) or stay quiet about the writes they abandon (saves).
 
-    Why: orbax runs a restore on a fresh event loop and closes that loop as soon as the restore
-    raises (a damaged step). The reads of the other arrays, started together with asyncio.gather,
-    are left as pending tasks awaiting TensorStore futures; when such a read completes later,
-    TensorStore schedules the task's wake-up on the closed loop, which raises "Event loop is
-    closed" in a TensorStore thread (an unraisable exception printed on stderr). Cancelling the
-    tasks before the loop closes, as asyncio.run does, cancels their TensorStore reads with them;
-    a read that completes while that happens finds the loop closed and has nothing left to wake,
-    so its wake-up is dropped.
+    Why (restores): orbax runs a restore on a fresh event loop and closes that loop as soon as the
+    restore raises (a damaged step). The reads of the other arrays, started together with
+    asyncio.gather, are left as pending tasks awaiting TensorStore futures; when such a read
+    completes later, TensorStore schedules the task's wake-up on the closed loop, which raises
+    "Event loop is closed" in a TensorStore thread (an unraisable exception printed on stderr).
+    Cancelling the tasks before the loop closes, as asyncio.run does, cancels their TensorStore
+    reads with them; a read that completes while that happens finds the loop closed and has
+    nothing left to wake, so its wake-up is dropped.
+
+    Why (saves): a save that fails part-way (a full disk) leaves the same pending tasks, here
+    awaiting writes. Cancelling TensorStore writes from a closing loop was seen to deadlock (the
+    cancel waited, holding the GIL, for a TensorStore thread that needed it), so a loop made while
+    a save is pending is closed as orbax closes it, and only drops a wake-up that arrives after
+    the close. Its write tasks that failed or were abandoned ("Task exception was never
+    retrieved", "Task was destroyed but it is pending!", with tracebacks, when garbage-collected)
+    are the failed save's, which Checkpoints reports: they are not logged. Other errors are.
     """
 
     def __init__(self, inner: asyncio.AbstractEventLoopPolicy):
@@ -346,6 +356,15 @@ class _CancelLeftoverTasksOnClose(asyncio.AbstractEventLoopPolicy):
     def new_event_loop(self):
         loop = self.inner.new_event_loop()
         close, call_soon_threadsafe = loop.close, loop.call_soon_threadsafe
+        with _policy_lock:
+            cancel_on_close = _policy_users["restore"] > 0
+
+        def quiet_about_abandoned_writes(the_loop, context):
+            error = context.get("exception")
+            abandoned = (error is None and the_loop.is_closed()
+                         and "destroyed but it is pending" in context.get("message", ""))
+            if not (abandoned or (error is not None and storage.is_write_failure(error))):
+                the_loop.default_exception_handler(context)
 
         def cancel_leftover_tasks_and_close():
             for _ in range(10):  # a cancelled task may start others while it unwinds
@@ -365,12 +384,15 @@ class _CancelLeftoverTasksOnClose(asyncio.AbstractEventLoopPolicy):
             except RuntimeError:
                 if not loop.is_closed():
                     raise
-                # A read that completed while its (cancelled) task was being torn down: nothing
-                # is left to wake.
+                # A read or write that completed after its loop was closed (its task cancelled
+                # or abandoned): nothing is left to wake.
                 return None
 
         try:
-            loop.close = cancel_leftover_tasks_and_close
+            if cancel_on_close:
+                loop.close = cancel_leftover_tasks_and_close
+            else:
+                loop.set_exception_handler(quiet_about_abandoned_writes)
             loop.call_soon_threadsafe = call_soon_threadsafe_unless_closed
         except AttributeError:  # a loop type without instance attributes is left as it is
             pass
@@ -378,31 +400,37 @@ class _CancelLeftoverTasksOnClose(asyncio.AbstractEventLoopPolicy):
 
 
 _policy_lock = threading.Lock()
-_policy_users = 0
+_policy_users = {"restore": 0, "save": 0}
 _policy_before: Optional[asyncio.AbstractEventLoopPolicy] = None
 
 
 @contextlib.contextmanager
-def _event_loops_cancel_leftover_tasks():
-    """Within: event loops that orbax creates cancel their unfinished tasks when closed.
+def _patched_event_loops(kind: str):
+    """Within: event loops that orbax creates are those of _CancelLeftoverTasksOnClose, for a
+    restore (kind 'restore': they cancel leftover tasks on close) or a save ('save').
 
     Nests and works from several threads: the policy in force before the first entry is put back
     after the last exit.
     """
-    global _policy_users, _policy_before
+    global _policy_before
     with _policy_lock:
-        if _policy_users == 0:
+        if not any(_policy_users.values()):
             _policy_before = asyncio.get_event_loop_policy()
             asyncio.set_event_loop_policy(_CancelLeftoverTasksOnClose(_policy_before))
-        _policy_users += 1
+        _policy_users[kind] += 1
     try:
         yield
     finally:
         with _policy_lock:
-            _policy_users -= 1
-            if _policy_users == 0:
+            _policy_users[kind] -= 1
+            if not any(_policy_users.values()):
                 asyncio.set_event_loop_policy(_policy_before)
                 _policy_before = None
+
+
+def _event_loops_cancel_leftover_tasks():
+    """Within: event loops that orbax creates cancel their unfinished tasks when closed."""
+    return _patched_event_loops("restore")
 
 
 def _join_background_writes(timeout: float = 60.0) -> None:

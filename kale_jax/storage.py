@@ -31,8 +31,12 @@ from kale_jax.errors import StorageError
 # raises ValueError('RESOURCE_EXHAUSTED: ... [os_error_code=28]'), TensorFlow its own types.
 _WRITE_FAILURE_TEXT = re.compile(
     r"os_error_code|No space left on device|Disk quota exceeded|Read-only file system|"
-    r"Input/output error|RESOURCE_EXHAUSTED|Failed writing|Stale file handle|File too large")
+    r"Input/output error|RESOURCE_EXHAUSTED|Failed writing|Error writing|Stale file handle|"
+    r"File too large")
 _OS_ERROR_CODE = re.compile(r"os_error_code\D{0,3}(\d+)")
+# The OS's words for the errnos of a failed write, as they appear in other libraries' messages.
+_STRERROR = {os.strerror(code): code for code in (
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ESTALE, errno.EFBIG)}
 
 _simulated_full_disk = False
 
@@ -80,6 +84,9 @@ def error_number(error: BaseException) -> Optional[int]:
         match = _OS_ERROR_CODE.search(str(e))
         if match:
             return int(match.group(1))
+        for words, code in _STRERROR.items():  # e.g. TensorFlow's ResourceExhaustedError
+            if words in str(e):
+                return code
     return None
 
 

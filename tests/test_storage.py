@@ -62,6 +62,9 @@ def test_write_failures_are_recognised_with_their_errno():
     assert storage.is_write_failure(tensorstore) and storage.error_number(tensorstore) == 28
     quota = OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
     assert storage.is_write_failure(quota) and storage.error_number(quota) == errno.EDQUOT
+    tensorflow = RuntimeError("{{function_node __wrapped__CreateSummaryFileWriter}} /w/events; "
+                              "No space left on device Failed ...")
+    assert storage.is_write_failure(tensorflow) and storage.error_number(tensorflow) == 28
     wrapped = RuntimeError("commit failed")
     wrapped.__cause__ = tensorstore
     assert storage.is_write_failure(wrapped)
