@@ -122,16 +122,23 @@ class WorkdirLock:
 
     def _lock(self, fd: int) -> Optional[Holder]:
         """Locks `fd`; returns the holder named in the file before (a stale one), if any."""
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in _NO_FLOCK:  # EWOULDBLOCK: a live process holds it
-                raise self.busy(_read(fd)) from None
-            holder = _read(fd)  # no flock here: the content decides
-            if holder is not None and holder.is_alive() is not False:
-                raise self.busy(holder) from None
-            return holder
-        return _read(fd)
+        for attempt in range(3):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return _read(fd)
+            except OSError as error:
+                if error.errno in _NO_FLOCK:
+                    break
+                holder = _read(fd)
+                # EWOULDBLOCK: a live process holds it, or another run's `check_free` probes it
+                # for an instant (then the file names no holder): try again shortly.
+                if holder is not None or attempt == 2:
+                    raise self.busy(holder) from None
+                time.sleep(0.05)
+        holder = _read(fd)  # no flock on this file system: the content decides
+        if holder is not None and holder.is_alive() is not False:
+            raise self.busy(holder) from None
+        return holder
 
     def busy(self, holder: Optional[Holder]) -> WorkdirBusyError:
         """The error saying that `holder` (None: unknown) holds this workdir."""

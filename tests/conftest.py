@@ -42,7 +42,8 @@ def env():
 class SmallFilesystems:
     """Makes small file systems for tests of a full disk: tmpfs mounts of a given size, when this
     process may mount (root with CAP_SYS_ADMIN, as in CI). `mount` returns None when it cannot,
-    and callers fall back on config.debug.full_disk_at_step."""
+    and callers fall back on config.debug.full_disk_at_step; KALE_JAX_TESTS_NO_MOUNT=1 forces
+    that fallback (to test it as root)."""
 
     def __init__(self, root: str):
         self.root = root
@@ -52,7 +53,7 @@ class SmallFilesystems:
         """A fresh tmpfs of `size` (e.g. '400k'); its path, or None when mounting is refused."""
         import subprocess  # pylint: disable=g-import-not-at-top
         path = tempfile.mkdtemp(dir=self.root)
-        if os.geteuid() != 0:
+        if os.geteuid() != 0 or os.environ.get("KALE_JAX_TESTS_NO_MOUNT") == "1":
             return None
         result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
                                 capture_output=True, check=False)
