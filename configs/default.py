@@ -47,6 +47,9 @@ Keys (the layout every config shares; tools and tests rely on these names):
   debug.nan_at_step        fault injection for tests: base step k (1, 2, ...) runs with NaN energy
                            parameters, so the non-finite guard stops the run; -1 (default) is off
   debug.sleep_per_step_s   sleep this long after each base step (tests land signals mid-run); 0 off
+  debug.full_disk_at_step  fault injection for tests that cannot mount a small file system: from
+                           base step k on, every new write to the workdir (checkpoint, metrics
+                           row, picture) fails with ENOSPC as on a full disk; -1 (default) is off
   sample.*                 python -m experiments.sample: num_samples, chunk_size, record_every,
                            inception_path (FID/KID), ... (see experiments/sample.py), and
   sample.betas             inverse temperatures to sample, a tuple of finite numbers > 0
@@ -135,6 +138,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.debug = ml_collections.ConfigDict()
     config.debug.nan_at_step = -1
     config.debug.sleep_per_step_s = 0.0
+    config.debug.full_disk_at_step = -1
     # python -m experiments.sample (kale_jax.sampling; MCMC settings come from config.sampler).
     config.sample = ml_collections.ConfigDict()
     config.sample.num_samples = 2000          # chains (GEBM samples); 50000 for a reportable FID

@@ -1,4 +1,13 @@
-"""Runs an absl main so that user errors print as one line and exit with status 2."""
+"""Runs an absl main so that user errors print as one line and exit with a documented status.
+
+Exit statuses of the binaries:
+  0  done (also after SIGTERM / Ctrl-C, which save a checkpoint first)
+  1  an internal error (a bug): its traceback is printed
+  2  a user error (bad config, flags, data, workdir, or the workdir is in use by another run)
+  3  training diverged (kale_jax.errors.NonFiniteError)
+  4  a write to the workdir failed, e.g. a full disk (kale_jax.errors.StorageError); rerunning
+     the same command once there is space resumes from the last complete checkpoint
+"""
 import functools
 import logging as std_logging
 import os
@@ -7,15 +16,17 @@ from typing import Callable, Optional
 
 from absl import app, logging
 
-from kale_jax.errors import UserError
+from kale_jax.errors import NonFiniteError, StorageError, UserError
 
 USER_ERROR_STATUS = 2
+DIVERGED_STATUS = NonFiniteError.exit_status  # 3
+STORAGE_ERROR_STATUS = StorageError.exit_status  # 4
 
 
 def run(main: Callable) -> None:
     """Like `absl.app.run(main)`, but a `kale_jax.errors.UserError` prints one line and exits 2
-    (or the error's own `exit_status`, e.g. 3 for NonFiniteError). Other exceptions keep their
-    traceback (exit status 1)."""
+    (or the error's own `exit_status`: 3 for NonFiniteError, 4 for StorageError). Other
+    exceptions keep their traceback (exit status 1)."""
 
     @functools.wraps(main)
     def guarded(argv):
@@ -29,10 +40,19 @@ def run(main: Callable) -> None:
 
 
 class _QuietOrbax:
-    """Drops orbax's INFO chatter (a dozen lines per checkpoint save); its warnings stay."""
+    """Drops orbax's INFO chatter (a dozen lines per checkpoint save) and its tracebacks of a
+    failed write (several per failed save: kale_jax.checkpoint raises the failure, which the
+    binary reports in one line, exit status 4); its other warnings and errors stay."""
 
     def filter(self, record) -> bool:
-        return record.levelno > std_logging.INFO or "orbax" not in record.pathname
+        if "orbax" not in record.pathname:
+            return True
+        if record.levelno <= std_logging.INFO:
+            return False
+        if record.exc_info and record.exc_info[1] is not None:
+            from kale_jax import storage  # pylint: disable=g-import-not-at-top
+            return not storage.is_write_failure(record.exc_info[1])
+        return True
 
 
 def quiet_orbax_logs() -> None:

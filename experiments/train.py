@@ -2,11 +2,19 @@ r"""Trains a GEBM with KALE: python -m experiments.train --config=configs/defaul
 
 Config keys can be overridden on the command line (--config.train.num_steps=10). A workdir that
 holds checkpoints is resumed from its latest readable one; SIGTERM (e.g. TPU preemption) or SIGINT
-saves a checkpoint and exits with status 0. Exit status 2: a user error (bad config, workdir, data
-or checkpoint), printed as one line; 3: training diverged (non-finite loss or parameters; the last
-good checkpoint is named and kept); 1: an internal error, with its traceback. On a multi-host pod run the same command on every host: the job is joined
-with jax.distributed.initialize() before any device is used (--distributed=auto tries it and runs
-as a single process when no cluster is detected).
+saves a checkpoint and exits with status 0. One run at a time per workdir: a run holds
+WORKDIR/.lock, and a second one exits at once (status 2) naming the first.
+
+Exit status (experiments/cli.py): 0 done; 2 a user error (bad config, workdir, data or
+checkpoint, or the workdir is in use), printed as one line; 3 training diverged (non-finite loss
+or parameters; the last good checkpoint is named and kept); 4 a write to the workdir failed (e.g.
+a full disk): one line names what failed, the free space, the last complete checkpoint and how to
+resume; 1 an internal error, with its traceback. The log says "Saved checkpoint at step N" only
+once step N is committed, and its last line names the last committed checkpoint.
+
+On a multi-host pod run the same command on every host: the job is joined with
+jax.distributed.initialize() before any device is used (--distributed=auto tries it and runs as a
+single process when no cluster is detected).
 """
 import sys
 
@@ -48,6 +56,9 @@ def main(argv):
     cli.quiet_orbax_logs()
     import jax  # pylint: disable=g-import-not-at-top
     _initialize_distributed(jax)
+    if jax.process_count() == 1:  # a workdir in use: stop in seconds, before the heavy imports
+        from kale_jax import workdir_lock  # pylint: disable=g-import-not-at-top
+        workdir_lock.check_free(FLAGS.workdir)
     from kale_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
     logging.info("JAX process %d/%d, %d local / %d global devices", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())

@@ -1,5 +1,5 @@
 """Errors a user can fix. The binaries print them as one line on stderr and exit with status 2
-(NonFiniteError: status 3).
+(NonFiniteError: status 3; StorageError: status 4).
 
 Anything else that escapes a binary is an internal error and keeps its traceback. Each message
 names what is wrong (config key and value, file path) and the fix (allowed values, the command
@@ -23,6 +23,10 @@ class CheckpointError(UserError):
     """A workdir or checkpoint cannot be used (unreadable, no complete checkpoint, mismatch)."""
 
 
+class WorkdirBusyError(CheckpointError):
+    """Another live run holds the workdir's lock (kale_jax.workdir_lock); nothing was written."""
+
+
 class NonFiniteError(UserError, FloatingPointError):
     """Training produced a non-finite loss or parameter; nothing non-finite was saved.
 
@@ -32,3 +36,16 @@ class NonFiniteError(UserError, FloatingPointError):
     """
 
     exit_status = 3
+
+
+class StorageError(UserError, OSError):
+    """A write to the workdir failed (full disk, quota, read-only or vanished file system).
+
+    Raised by a training run at the step boundary after the failed write (a checkpoint, a metrics
+    row, a picture, an event file). The message names what failed, the free space left, the last
+    complete checkpoint and how to resume. The binaries exit with status 4, so a job scheduler
+    can tell a storage fault (rerunning once there is space resumes exactly) from a bad config (2)
+    and a diverged run (3).
+    """
+
+    exit_status = 4

@@ -36,3 +36,49 @@ def subprocess_env() -> dict:
 def env():
     """`subprocess_env()` as a fixture: pass it as `env=` to subprocess.run / Popen."""
     return subprocess_env()
+
+
+
+class SmallFilesystems:
+    """Makes small file systems for tests of a full disk: tmpfs mounts of a given size, when this
+    process may mount (root with CAP_SYS_ADMIN, as in CI). `mount` returns None when it cannot,
+    and callers fall back on config.debug.full_disk_at_step; KALE_JAX_TESTS_NO_MOUNT=1 forces
+    that fallback (to test it as root)."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.mounted = []
+
+    def mount(self, size: str) -> "str | None":
+        """A fresh tmpfs of `size` (e.g. '400k'); its path, or None when mounting is refused."""
+        import subprocess  # pylint: disable=g-import-not-at-top
+        path = tempfile.mkdtemp(dir=self.root)
+        if os.geteuid() != 0 or os.environ.get("KALE_JAX_TESTS_NO_MOUNT") == "1":
+            return None
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                                capture_output=True, check=False)
+        if result.returncode != 0:
+            return None
+        self.mounted.append(path)
+        return path
+
+    @staticmethod
+    def resize(path: str, size: str) -> None:
+        """Grows (or shrinks) a tmpfs made by `mount`, keeping its files."""
+        import subprocess  # pylint: disable=g-import-not-at-top
+        subprocess.run(["mount", "-o", f"remount,size={size}", path], check=True,
+                       capture_output=True)
+
+    def unmount_all(self) -> None:
+        import subprocess  # pylint: disable=g-import-not-at-top
+        for path in self.mounted:
+            subprocess.run(["umount", "-l", path], capture_output=True, check=False)
+        self.mounted = []
+
+
+@pytest.fixture(scope="session")
+def small_filesystems(tmp_path_factory):
+    """A SmallFilesystems; every file system it made is unmounted at the end of the session."""
+    filesystems = SmallFilesystems(str(tmp_path_factory.mktemp("small_filesystems")))
+    yield filesystems
+    filesystems.unmount_all()

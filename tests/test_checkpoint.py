@@ -1,8 +1,13 @@
-"""Tests of kale_jax.checkpoint (the orbax wrapper): round trips, retention, metadata, checks."""
+"""Tests of kale_jax.checkpoint (the orbax wrapper): round trips, retention, metadata, checks,
+honest save logging, a save that runs out of space (a small tmpfs made in the test, when root),
+read-only readers."""
 import asyncio
+import errno
 import gc
 import glob
+import logging
 import os
+import re
 import sys
 import time
 
@@ -13,7 +18,8 @@ import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from kale_jax import checkpoint
+from kale_jax import checkpoint, storage
+from kale_jax.errors import CheckpointError
 from kale_jax.train import TrainState
 from kale_jax.train import state as state_lib
 
@@ -151,3 +157,111 @@ def test_failed_restores_leave_no_read_to_wake_a_closed_event_loop(tmp_path, mon
     assert unraisable == []
     assert not isinstance(asyncio.get_event_loop_policy(),
                           checkpoint._CancelLeftoverTasksOnClose)  # put back after the restores
+
+
+# ------------------------------------------------------------- honest saves, full disks, readers
+class _SaveLog(logging.Handler):
+    """Records kale_jax.checkpoint's save lines as they are logged, with what the directory held
+    at that moment: (message, step, final directory present, temporary directory present)."""
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory, self.lines = directory, []
+
+    def emit(self, record):
+        match = re.match(r"(Saving|Saved) checkpoint at step (\d+)", record.getMessage())
+        if match:
+            step = int(match.group(2))
+            temporary = [n for n in os.listdir(self.directory)
+                         if n.startswith(f"{step}{checkpoint.TMP_MARK}")]
+            self.lines.append((match.group(1), step,
+                               os.path.isdir(os.path.join(self.directory, str(step))),
+                               bool(temporary)))
+
+
+@pytest.fixture
+def save_log(tmp_path):
+    directory = str(tmp_path / "checkpoints")
+    handler = _SaveLog(directory)
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.addHandler(handler)
+    absl_logger.setLevel(logging.INFO)
+    yield directory, handler
+    absl_logger.removeHandler(handler)
+    absl_logger.setLevel(level)
+
+
+def test_saved_is_logged_only_once_the_step_is_committed(save_log):
+    directory, log = save_log
+    big = np.random.default_rng(0).normal(size=(512, 1024)).astype(np.float32)  # 2 MB
+    ckpt = checkpoint.Checkpoints(directory, keep=2)
+    for step in (1, 2, 3):
+        ckpt.save(step, {"w": big + step})
+        if not os.path.isdir(os.path.join(directory, str(step))):  # still being written ...
+            assert ("Saved", step) not in [line[:2] for line in log.lines]  # ... so not "Saved"
+        ckpt.poll()
+    ckpt.close()
+    assert [line[:2] for line in log.lines] == [("Saving", 1), ("Saved", 1), ("Saving", 2),
+                                                ("Saved", 2), ("Saving", 3), ("Saved", 3)]
+    # At the moment each "Saved" line was logged, the step's directory was final.
+    assert all(final and not temporary for kind, _, final, temporary in log.lines
+               if kind == "Saved")
+    assert ckpt.committed_step == 3
+
+
+def test_a_save_that_runs_out_of_space_raises_and_leaves_no_temporary_directory(
+        save_log, small_filesystems, monkeypatch, caplog):
+    directory, log = save_log
+    filesystem = small_filesystems.mount("320k")
+    if filesystem is None:
+        pytest.skip("needs a tmpfs mount (root); the binaries' fallback is in test_storage.py")
+    directory = log.directory = os.path.join(filesystem, "checkpoints")
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: unraisable.append(info.exc_value))
+    rng = np.random.default_rng(0)
+    ckpt = checkpoint.Checkpoints(directory)  # keeps all: the disk fills at the third step
+    with pytest.raises(storage.WriteFailed) as failure, caplog.at_level(logging.WARNING):
+        for step in range(1, 10):
+            ckpt.save(step, {"w": rng.normal(size=25_000).astype(np.float32)})  # ~100 KB
+            ckpt.wait()
+    failed = int(re.match(r"cannot write checkpoint step (\d+) ", str(failure.value)).group(1))
+    assert failed >= 2 and failure.value.errno == errno.ENOSPC
+    assert str(failure.value) == (f"cannot write checkpoint step {failed} "
+                                  f"({os.path.join(directory, str(failed))}): No space left on "
+                                  "device")
+    assert ckpt.committed_step == failed - 1 == ckpt.latest_step()
+    assert sorted(n for n in os.listdir(directory) if n.isdigit()) == [
+        str(s) for s in range(1, failed)]
+    assert not [n for n in os.listdir(directory) if checkpoint.TMP_MARK in n]
+    assert ("Saving", failed) in [line[:2] for line in log.lines]
+    assert ("Saved", failed) not in [line[:2] for line in log.lines]
+    assert any("Low disk space" in r.getMessage() for r in caplog.records)  # warned in time
+    ckpt.close()  # the failure was reported: closing does not raise it again
+    time.sleep(0.2)
+    gc.collect()
+    assert unraisable == []  # no write woke a closed event loop
+    # ... and the writes orbax abandoned are not logged again ("Task exception was never
+    # retrieved"): the failure was reported once, by WriteFailed.
+    assert not [r for r in caplog.records if r.name == "asyncio"]
+
+
+def test_read_only_lists_committed_steps_and_leaves_a_save_in_progress_alone(tmp_path):
+    directory = str(tmp_path / "checkpoints")
+    ckpt = checkpoint.Checkpoints(directory)
+    for step in (1, 2):
+        ckpt.save(step, _state(step))
+    ckpt.close()
+    in_progress = os.path.join(directory, f"3{checkpoint.TMP_MARK}-1234567890")
+    os.makedirs(in_progress)
+    open(os.path.join(in_progress, "part"), "w").close()
+    before = {p: os.stat(p).st_mtime_ns for p in glob.glob(directory + "/**", recursive=True)}
+
+    reader = checkpoint.Checkpoints(directory, read_only=True)
+    assert reader.all_steps() == [1, 2] and reader.committed_step == 2
+    _assert_same(reader.restore(2, target=_state(0)), _state(2))
+    with pytest.raises(CheckpointError, match="read_only"):
+        reader.save(3, _state(3))
+    reader.close()
+    after = {p: os.stat(p).st_mtime_ns for p in glob.glob(directory + "/**", recursive=True)}
+    assert after == before  # nothing created, changed or deleted

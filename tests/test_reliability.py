@@ -283,7 +283,11 @@ def test_resuming_with_another_latent_size_is_refused_in_one_line(env, interrupt
     line = _one_error_line(log)
     assert (f"config.model.latent_dim=5 but the checkpoint in {checkpoints} was written with "
             "config.model.latent_dim=4; use the checkpoint's value or a new --workdir") in line
-    assert _snapshot(workdir) == before  # checkpoints, config.json, metrics.jsonl untouched
+    # Checkpoints, config.json, metrics.jsonl untouched (the run held, then released, the lock).
+    after = _snapshot(workdir)
+    assert {k: v for k, v in after.items() if k != ".lock"} == {
+        k: v for k, v in before.items() if k != ".lock"}
+    assert os.path.getsize(os.path.join(workdir, ".lock")) == 0
 
 
 # ---------------------------------------------------------------------------- non-finite guard

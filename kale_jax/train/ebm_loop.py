@@ -8,7 +8,8 @@ validation before anything is compiled, data-parallel steps over all devices
 (parallel.DataParallel: random draws for the global batch, all-gathered energies, pmean'd
 gradients, so 1 and 4 devices train the same parameters), orbax checkpoints resumed from the
 latest readable one (never a non-finite one), WORKDIR/metrics.jsonl with progress lines, and the
-same signal handling (SIGTERM / SIGINT save and return). One EBM update per step:
+same handling of faults: signals (SIGTERM / SIGINT save and return), the workdir lock, failed
+writes (StorageError, exit status 4) and honest save logging. One EBM update per step:
 config.train.num_steps counts EBM updates, and step t trains on data batch t.
 
 Evaluation (every train.eval_every steps and at the end), on one device:
@@ -45,11 +46,12 @@ import numpy as np
 from absl import logging
 
 from kale_jax import checkpoint as checkpoint_lib
-from kale_jax import data, ebm, metrics
-from kale_jax.errors import CheckpointError, ConfigError, NonFiniteError
+from kale_jax import data, ebm, metrics, storage, workdir_lock
+from kale_jax.errors import ConfigError, NonFiniteError
 from kale_jax.train import models, optim, outputs, parallel
 from kale_jax.train import validate as validate_lib
-from kale_jax.train.loop import CHECKPOINT_DIR, _StopFlag, _write_atomically
+from kale_jax.train.loop import (CHECKPOINT_DIR, _describe, _StopFlag, close_quietly,
+                                 make_workdir, stop_on_write_failure)
 
 FORMAT = "kale_jax.ebm.EBMState"
 EVAL_STREAM = 0xE7A1  # fold_in of the seed's key for evaluation (not a training draw)
@@ -256,18 +258,28 @@ def train_ebm(config: ml_collections.ConfigDict, workdir: str, *,
       ConfigError: a bad config, or one that differs from the checkpoint's in
         validate.EBM_RESUME_KEYS (before anything is compiled).
       CheckpointError: the workdir cannot be used, or no checkpoint in it can be restored.
+      WorkdirBusyError: another live run holds the workdir (named in the message).
       NonFiniteError: a logged metric or the state became non-finite (nothing non-finite is
         saved); the message names the step and the last good checkpoint.
+      StorageError: a write to the workdir failed (e.g. a full disk); the message names what
+        failed, the free space, the last complete checkpoint and how to resume.
     """
+    if jax.process_count() == 1:  # a workdir in use stops us before anything slow is built
+        workdir_lock.check_free(workdir)
     trainer = EBMTrainer(config, devices)
     validate_lib.workdir(workdir)
+    evaluator = EBMEvaluator(config, trainer.spec, trainer.info, workdir,
+                             write_pictures=jax.process_index() == 0)
+    make_workdir(workdir)
+    with workdir_lock.hold(workdir):  # before anything in the workdir is read or written
+        return _train_ebm(config, workdir, trainer, evaluator, config_source)
+
+
+def _train_ebm(config: ml_collections.ConfigDict, workdir: str, trainer: EBMTrainer,
+               evaluator: EBMEvaluator, config_source: Optional[str]) -> ebm.EBMState:
+    """train_ebm once the config is checked and the workdir locked."""
     num_steps = config.train.num_steps
     is_lead = jax.process_index() == 0
-    evaluator = EBMEvaluator(config, trainer.spec, trainer.info, workdir, write_pictures=is_lead)
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as error:
-        raise CheckpointError(f"--workdir={workdir} cannot be created: {error}") from error
     metadata = _metadata(config, config_source)
     checkpoints = checkpoint_lib.Checkpoints(
         os.path.join(workdir, CHECKPOINT_DIR), keep=config.train.keep_checkpoints,
@@ -295,41 +307,28 @@ def train_ebm(config: ml_collections.ConfigDict, workdir: str, *,
     except BaseException:
         checkpoints.close()
         raise
-    if is_lead:
-        _write_atomically(os.path.join(workdir, "config.json"),
-                          config.to_json_best_effort(indent=2))
-    writer = outputs.MetricWriter(workdir, tensorboard=config.train.get("tensorboard", True),
-                                  enabled=is_lead)
-    writer.truncate_after(latest or 0)
-    last_good = latest
-    batches = data.train_batches(config.data, batch_size=config.train.batch_size,
-                                 seed=config.seed, start_step=step,
-                                 process_index=jax.process_index(),
-                                 process_count=jax.process_count())
+    writer = None
     step_fn = trainer.step_fn()
-    progress = outputs.Progress(step, num_steps)
     stop = _StopFlag()
-    stop.install()
     debug = config.get("debug") or {}
     nan_at_step = debug.get("nan_at_step", None)
+    full_disk_at = debug.get("full_disk_at_step", None) or -1
 
     def diverged(what: str) -> NonFiniteError:
-        last = "none" if last_good is None else f"step {last_good} in {checkpoints.directory}"
+        checkpoints.wait()  # the last good checkpoint is the last committed one
         return NonFiniteError(
-            f"{what}. Last good checkpoint: {last}; rerunning with this --workdir resumes from "
-            "it (lower optim.energy.learning_rate or ebm.step_size, or raise ebm.alpha, or it "
-            "may diverge again)")
+            f"{what}. Last good checkpoint: "
+            f"{_describe(checkpoints.committed_step, checkpoints.directory)}; rerunning with "
+            "this --workdir resumes from it (lower optim.energy.learning_rate or ebm.step_size, "
+            "or raise ebm.alpha, or it may diverge again)")
 
     def check_finite(at: int, what: str) -> None:
         if not checkpoint_lib.all_finite(trainer.parallel.local_copy(state)):
             raise diverged(f"non-finite parameters or replay buffer at step {at}; {what}")
 
     def save(at: int) -> None:
-        nonlocal last_good
         check_finite(at, "not saved")
-        if checkpoints.save(at, trainer.parallel.unreplicate(state), metadata=metadata):
-            logging.info("Saved checkpoint at step %d.", at)
-        last_good = at
+        checkpoints.save(at, trainer.parallel.unreplicate(state), metadata=metadata)
 
     def evaluate_now(at: int) -> Dict[str, float]:
         check_finite(at, "not evaluated")
@@ -345,38 +344,60 @@ def train_ebm(config: ml_collections.ConfigDict, workdir: str, *,
 
     results = None
     try:
-        while step < num_steps:
-            if step + 1 == nan_at_step:
-                state = _poison(state)
-            state, step_metrics = step_fn(state, trainer.parallel.shard_batch(next(batches)))
-            step += 1
-            if step % config.train.log_every == 0 or step == num_steps or stop.requested:
-                scalars = trainer.host_metrics(step_metrics)
-                bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
-                if bad:
-                    raise diverged(f"non-finite {bad} at step {step}")
-                text, rate = progress.line(step, scalars)
-                logging.info(text)
-                scalars["steps_per_sec"] = rate
-                writer.write(step, scalars)
+        with stop_on_write_failure(workdir, checkpoints):
+            if is_lead:
+                storage.write_atomically(os.path.join(workdir, "config.json"),
+                                         config.to_json_best_effort(indent=2),
+                                         what="config.json")
+            writer = outputs.MetricWriter(
+                workdir, tensorboard=config.train.get("tensorboard", True), enabled=is_lead)
+            writer.truncate_after(latest or 0)
+            batches = data.train_batches(config.data, batch_size=config.train.batch_size,
+                                         seed=config.seed, start_step=step,
+                                         process_index=jax.process_index(),
+                                         process_count=jax.process_count())
+            progress = outputs.Progress(step, num_steps)
+            stop.install()
+            while step < num_steps:
+                if step + 1 == nan_at_step:
+                    state = _poison(state)
+                state, step_metrics = step_fn(state, trainer.parallel.shard_batch(next(batches)))
+                step += 1
+                if full_disk_at > 0:  # debug: every write from step full_disk_at fails
+                    storage.simulate_full_disk(step >= full_disk_at)
+                checkpoints.poll()  # a save that failed in the background stops the run here
+                if step % config.train.log_every == 0 or step == num_steps or stop.requested:
+                    scalars = trainer.host_metrics(step_metrics)
+                    bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
+                    if bad:
+                        raise diverged(f"non-finite {bad} at step {step}")
+                    text, rate = progress.line(step, scalars)
+                    logging.info(text)
+                    scalars["steps_per_sec"] = rate
+                    writer.write(step, scalars)
+                if stop.requested:
+                    break
+                if step % config.train.eval_every == 0 or step == num_steps:
+                    results = evaluate_now(step)
+                if step % config.train.checkpoint_every == 0 or step == num_steps:
+                    save(step)
             if stop.requested:
-                break
-            if step % config.train.eval_every == 0 or step == num_steps:
-                results = evaluate_now(step)
-            if step % config.train.checkpoint_every == 0 or step == num_steps:
                 save(step)
-        if stop.requested:
-            save(step)
-            checkpoints.wait()
-            logging.warning("Stopped by signal at step %d after saving a checkpoint; rerun with "
-                            "the same workdir to resume.", step)
-        else:
-            if results is None and not _has_final_eval(workdir, num_steps):
+            elif results is None and not _has_final_eval(workdir, num_steps):
                 results = evaluate_now(num_steps)
-            logging.info("Finished %d EBM steps. Final metrics: %s", num_steps,
+            checkpoints.wait()
+            writer.close()
+        committed = _describe(checkpoints.committed_step, checkpoints.directory)
+        if stop.requested:
+            logging.warning("Stopped by signal at step %d after saving a checkpoint; last "
+                            "committed checkpoint: %s; rerun with the same workdir to resume.",
+                            step, committed)
+        else:
+            logging.info("Final metrics: %s",
                          " ".join(f"{k}={v:.4g}" for k, v in (results or {}).items()))
+            logging.info("Finished %d EBM steps; last committed checkpoint: %s.", num_steps,
+                         committed)
     finally:
         stop.uninstall()
-        checkpoints.close()
-        writer.close()
+        close_quietly(checkpoints, writer)
     return trainer.parallel.unreplicate(state)

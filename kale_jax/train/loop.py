@@ -14,13 +14,21 @@ Order of a run:
      next step boundary, wait for the save, return normally.
 
 Faults (see the README's Troubleshooting): a bad config or workdir raises before anything is
-compiled or written; a non-finite loss or parameter raises NonFiniteError naming the step and the
-last good checkpoint, and nothing non-finite is ever saved; on resume, an unreadable latest
-checkpoint is reported in one warning line, set aside, and the previous one is used.
-config.debug (configs/default.py) can force a NaN or slow the steps down, for tests.
+compiled or written; a second run on a workdir in use raises WorkdirBusyError naming the first
+(kale_jax.workdir_lock: a run holds WORKDIR/.lock from before it opens the checkpoints until it
+returns); a non-finite loss or parameter raises NonFiniteError naming the step and the last good
+checkpoint, and nothing non-finite is ever saved; a failed write (a full disk: a checkpoint, a
+metrics row, a picture, an event file) stops the run at the next step boundary with StorageError
+naming what failed, the free space, the last complete checkpoint and how to resume (no temporary
+checkpoint directory or half metrics row is left; kale_jax.storage); on resume, an unreadable
+latest checkpoint is reported in one warning line, set aside, and the previous one is used.
+"Saved checkpoint at step N" is logged once step N is committed (kale_jax.checkpoint), and the
+last line of a run names the last committed checkpoint.
+config.debug (configs/default.py) can force a NaN, a full disk or slow the steps down, for tests.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -37,7 +45,7 @@ import numpy as np
 from absl import logging
 
 from kale_jax import checkpoint as checkpoint_lib
-from kale_jax import data
+from kale_jax import data, storage, workdir_lock
 from kale_jax.errors import CheckpointError, ConfigError, NonFiniteError
 from kale_jax.train import evaluate, models, optim, outputs, parallel, schedule, steps
 from kale_jax.train import state as state_lib
@@ -239,8 +247,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       ConfigError (a ValueError): bad config, or one that differs from the checkpoint's (before
         any compilation).
       CheckpointError: the workdir cannot be used, or no checkpoint in it can be restored.
+      WorkdirBusyError (a CheckpointError): another live run holds the workdir (named in the
+        message); nothing was written.
       NonFiniteError (a FloatingPointError): a logged loss or the parameters became non-finite;
         the message names the step and the last good checkpoint.
+      StorageError (an OSError): a write to the workdir failed (e.g. a full disk); the message
+        names what failed, the free space, the last complete checkpoint and how to resume.
 
     config.train.criterion='ebm' trains the energy-only EBM baseline instead
     (kale_jax.train.ebm_loop.train_ebm; it returns an EBMState).
@@ -248,17 +260,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if config.train.get("criterion") == validate_lib.EBM_CRITERION:
         from kale_jax.train import ebm_loop  # pylint: disable=g-import-not-at-top
         return ebm_loop.train_ebm(config, workdir, config_source=config_source, devices=devices)
+    if jax.process_count() == 1:  # a workdir in use stops us before anything slow is built
+        workdir_lock.check_free(workdir)
     trainer = Trainer(config, devices)
     validate_lib.workdir(workdir)
-    num_steps = config.train.num_steps
     # Built before anything is compiled, so bad evaluation settings fail early too.
     evaluator = evaluate.Evaluator(config, trainer.spec, trainer.info, workdir,
                                    write_pictures=jax.process_index() == 0)
+    make_workdir(workdir)
+    with workdir_lock.hold(workdir):  # before anything in the workdir is read or written
+        return _train(config, workdir, trainer, evaluator, config_source)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, trainer: Trainer,
+           evaluator: evaluate.Evaluator, config_source: Optional[str]) -> TrainState:
+    """train_and_evaluate once the config is checked and the workdir locked."""
+    num_steps = config.train.num_steps
     is_lead = jax.process_index() == 0
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as error:
-        raise CheckpointError(f"--workdir={workdir} cannot be created: {error}") from error
     metadata = _metadata(config, config_source)
     checkpoints = checkpoint_lib.Checkpoints(
         os.path.join(workdir, CHECKPOINT_DIR), keep=config.train.keep_checkpoints,
@@ -295,29 +313,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     except BaseException:
         checkpoints.close()
         raise
-    if is_lead:
-        _write_atomically(os.path.join(workdir, "config.json"),
-                          config.to_json_best_effort(indent=2))
-    writer = outputs.MetricWriter(workdir, tensorboard=config.train.get("tensorboard", True),
-                                  enabled=is_lead)
-    # Records after the checkpoint (all of them on a fresh start) are from an attempt that
-    # stopped before saving; the steps will be logged again.
-    writer.truncate_after(latest or 0)
-    last_good = latest
-
-    batches = data.train_batches(config.data, batch_size=config.train.batch_size, seed=config.seed,
-                                 start_step=energy_step, process_index=jax.process_index(),
-                                 process_count=jax.process_count())
-    progress = outputs.Progress(base_step, num_steps)
+    writer = None
     stop = _StopFlag()
-    stop.install()
     debug = config.get("debug") or {}
     nan_at_step = debug.get("nan_at_step", None)
     sleep_per_step = debug.get("sleep_per_step_s", None) or 0.0
+    full_disk_at = debug.get("full_disk_at_step", None) or -1
 
     def diverged(what: str) -> NonFiniteError:
+        checkpoints.wait()  # the last good checkpoint is the last committed one
         return NonFiniteError(
-            f"{what}. Last good checkpoint: {_describe(last_good, checkpoints.directory)}; "
+            f"{what}. Last good checkpoint: "
+            f"{_describe(checkpoints.committed_step, checkpoints.directory)}; "
             "rerunning with this --workdir resumes from it (lower optim.*.learning_rate or "
             "raise train.penalty_weight, or it may diverge again)")
 
@@ -326,11 +333,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             raise diverged(f"non-finite parameters at base step {step}; {what}")
 
     def save(step: int, state: TrainState) -> None:
-        nonlocal last_good
         check_finite(step, state, "not saved")
-        if checkpoints.save(step, trainer.parallel.unreplicate(state), metadata=metadata):
-            logging.info("Saved checkpoint at step %d.", step)
-        last_good = step
+        checkpoints.save(step, trainer.parallel.unreplicate(state), metadata=metadata)
 
     def evaluate_now(step: int) -> Dict[str, float]:
         check_finite(step, state, "not evaluated")
@@ -346,44 +350,108 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     results = None
     try:
-        while base_step < num_steps:
-            if base_step + 1 == nan_at_step:  # debug: base step nan_at_step computes with NaNs
-                state = _poison(state)
-            state, step_metrics = trainer.run_iteration(state, base_step, batches)
-            base_step += 1
-            if sleep_per_step:
-                time.sleep(sleep_per_step)
-            if (base_step % config.train.log_every == 0 or base_step == num_steps
-                    or stop.requested):
-                scalars = trainer.host_metrics(step_metrics)
-                bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
-                if bad:
-                    raise diverged(f"non-finite {bad} at base step {base_step}")
-                text, rate = progress.line(base_step, scalars)
-                logging.info(text)
-                scalars["steps_per_sec"] = rate
-                writer.write(base_step, scalars)
+        with stop_on_write_failure(workdir, checkpoints):
+            if is_lead:
+                storage.write_atomically(os.path.join(workdir, "config.json"),
+                                         config.to_json_best_effort(indent=2),
+                                         what="config.json")
+            writer = outputs.MetricWriter(
+                workdir, tensorboard=config.train.get("tensorboard", True), enabled=is_lead)
+            # Records after the checkpoint (all of them on a fresh start) are from an attempt
+            # that stopped before saving; the steps will be logged again.
+            writer.truncate_after(latest or 0)
+            batches = data.train_batches(
+                config.data, batch_size=config.train.batch_size, seed=config.seed,
+                start_step=energy_step, process_index=jax.process_index(),
+                process_count=jax.process_count())
+            progress = outputs.Progress(base_step, num_steps)
+            stop.install()
+            while base_step < num_steps:
+                if base_step + 1 == nan_at_step:  # debug: base step nan_at_step computes with NaNs
+                    state = _poison(state)
+                state, step_metrics = trainer.run_iteration(state, base_step, batches)
+                base_step += 1
+                if sleep_per_step:
+                    time.sleep(sleep_per_step)
+                if full_disk_at > 0:  # debug: every write from base step full_disk_at fails
+                    storage.simulate_full_disk(base_step >= full_disk_at)
+                checkpoints.poll()  # a save that failed in the background stops the run here
+                if (base_step % config.train.log_every == 0 or base_step == num_steps
+                        or stop.requested):
+                    scalars = trainer.host_metrics(step_metrics)
+                    bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
+                    if bad:
+                        raise diverged(f"non-finite {bad} at base step {base_step}")
+                    text, rate = progress.line(base_step, scalars)
+                    logging.info(text)
+                    scalars["steps_per_sec"] = rate
+                    writer.write(base_step, scalars)
+                if stop.requested:
+                    break  # save below at once: preemption leaves little time for evaluation
+                if base_step % config.train.eval_every == 0 or base_step == num_steps:
+                    results = evaluate_now(base_step)
+                if base_step % config.train.checkpoint_every == 0 or base_step == num_steps:
+                    save(base_step, state)
             if stop.requested:
-                break  # save below at once: preemption leaves little time for evaluation
-            if base_step % config.train.eval_every == 0 or base_step == num_steps:
-                results = evaluate_now(base_step)
-            if base_step % config.train.checkpoint_every == 0 or base_step == num_steps:
                 save(base_step, state)
-        if stop.requested:
-            save(base_step, state)
-            checkpoints.wait()
-            logging.warning("Stopped by signal at step %d after saving a checkpoint; rerun with "
-                            "the same workdir to resume.", base_step)
-        else:
-            if results is None and not _has_final_eval(workdir, num_steps):
+            elif results is None and not _has_final_eval(workdir, num_steps):
                 results = evaluate_now(num_steps)  # resumed a run stopped before its last eval
-            logging.info("Finished %d base steps. Final metrics: %s", num_steps,
+            checkpoints.wait()
+            writer.close()
+        committed = _describe(checkpoints.committed_step, checkpoints.directory)
+        if stop.requested:
+            logging.warning("Stopped by signal at step %d after saving a checkpoint; last "
+                            "committed checkpoint: %s; rerun with the same workdir to resume.",
+                            base_step, committed)
+        else:
+            logging.info("Final metrics: %s",
                          " ".join(f"{k}={v:.4g}" for k, v in (results or {}).items()))
+            logging.info("Finished %d base steps; last committed checkpoint: %s.", num_steps,
+                         committed)
     finally:
         stop.uninstall()
-        checkpoints.close()
-        writer.close()
+        close_quietly(checkpoints, writer)
     return trainer.parallel.unreplicate(state)
+
+
+def make_workdir(workdir: str) -> None:
+    """Creates `workdir` (CheckpointError, exit status 2, when it cannot be)."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as error:
+        raise CheckpointError(f"--workdir={workdir} cannot be created: {error}") from error
+
+
+@contextlib.contextmanager
+def stop_on_write_failure(workdir: str, checkpoints: checkpoint_lib.Checkpoints):
+    """Within: a failed write (storage.WriteFailed) stops the run with StorageError (exit
+    status 4), whose one line names what failed, the free space left, the last complete
+    checkpoint (a save still pending is waited for first) and how to resume."""
+    try:
+        yield
+    except storage.WriteFailed as failure:
+        storage.simulate_full_disk(False)
+        with contextlib.suppress(storage.WriteFailed):
+            checkpoints.wait()  # committed, or discarded (the disk is full for it too)
+        raise storage.run_stopped(failure, workdir=os.path.abspath(workdir),
+                                  checkpoint_dir=checkpoints.directory,
+                                  committed_step=checkpoints.committed_step) from failure
+    finally:
+        storage.simulate_full_disk(False)
+
+
+def close_quietly(checkpoints: checkpoint_lib.Checkpoints,
+                  writer: Optional[outputs.MetricWriter]) -> None:
+    """Closes a run's outputs on its way out. A run that ends normally has flushed them already;
+    one stopped by an error reports that error, so a further write failure here is one warning
+    line."""
+    for close in (checkpoints.close, writer.close if writer is not None else None):
+        if close is None:
+            continue
+        try:
+            close()
+        except storage.WriteFailed as failure:
+            logging.warning("While stopping: %s", failure)
 
 
 def _check_compatible(saved: Optional[Dict[str, Any]], current: Dict[str, Any],
@@ -397,15 +465,6 @@ def _poison(state: TrainState) -> TrainState:
     logging.warning("config.debug.nan_at_step: setting the energy parameters to NaN.")
     return state.replace(energy_params=jax.tree_util.tree_map(
         lambda p: p * jnp.nan, state.energy_params))
-
-
-def _write_atomically(path: str, text: str) -> None:
-    """Writes `text` to `path` through a temporary file and a rename: a kill leaves the old file
-    or the new one, never half of one."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as f:
-        f.write(text)
-    os.replace(temporary, path)
 
 
 def _has_final_eval(workdir: str, step: int) -> bool:

@@ -8,10 +8,15 @@
 * WORKDIR/samples/*.png: image grids (image data) or scatter plots (2-D / 3-D vector data), drawn
   with matplotlib's Agg backend (no display needed).
 
+Writes are whole or not at all: a metrics row is appended whole (a write that fails part-way, e.g.
+on a full disk, is cut off again) and pictures are written through a temporary file and a rename.
+A failed write raises kale_jax.storage.WriteFailed (an OSError naming what and where).
+
 Nothing is written at import.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -19,6 +24,8 @@ import time
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+
+from kale_jax import storage
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_DIR = "samples"
@@ -34,10 +41,13 @@ class MetricWriter:
         self.enabled = enabled
         self.path = os.path.join(workdir, METRICS_FILE)
         self._summary_writer = None
+        self._workdir = workdir
         if enabled:
-            os.makedirs(workdir, exist_ok=True)
+            with storage.writing("the workdir", workdir):
+                os.makedirs(workdir, exist_ok=True)
             if tensorboard:
-                self._summary_writer = _tensorboard_writer(workdir)
+                with storage.writing("TensorBoard events", workdir):
+                    self._summary_writer = _tensorboard_writer(workdir)
 
     def truncate_after(self, step: int) -> None:
         """Drops lines with step > `step` (left by a run that stopped after its last checkpoint),
@@ -47,35 +57,41 @@ class MetricWriter:
         with open(self.path) as f:
             lines = [line for line in f if line.strip()]
         kept = [line for line in _complete(lines) if json.loads(line)["step"] <= step]
-        if len(kept) != len(lines):
-            temporary = f"{self.path}.tmp-{os.getpid()}"
-            with open(temporary, "w") as f:
-                f.writelines(kept)
-            os.replace(temporary, self.path)  # a kill now leaves the old file or the new one
+        if len(kept) != len(lines):  # a kill now leaves the old file or the new one
+            storage.write_atomically(self.path, "".join(kept), what="metrics.jsonl")
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Writes one record {'step': step, **metrics} (values converted to float)."""
+        """Writes one record {'step': step, **metrics} (values converted to float).
+
+        Raises:
+          WriteFailed: the row (or its TensorBoard events) could not be written; metrics.jsonl
+            is left without any part of the row.
+        """
         if not self.enabled:
             return
         record = {"step": int(step)}
         record.update({k: _to_json(v) for k, v in metrics.items()})
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        storage.append_line(self.path, json.dumps(record) + "\n", what="a metrics row")
         if self._summary_writer is not None:
             writer, scalar = self._summary_writer
-            with writer.as_default(step=int(step)):
-                for name, value in record.items():
-                    if name != "step" and isinstance(value, (int, float)):
-                        scalar(name, value)
+            with storage.writing("TensorBoard events", self._workdir):
+                with writer.as_default(step=int(step)):
+                    for name, value in record.items():
+                        if name != "step" and isinstance(value, (int, float)):
+                            scalar(name, value)
 
     def flush(self) -> None:
+        """Flushes TensorBoard events (WriteFailed when they cannot be written)."""
         if self._summary_writer is not None:
-            self._summary_writer[0].flush()
+            with storage.writing("TensorBoard events", self._workdir):
+                self._summary_writer[0].flush()
 
     def close(self) -> None:
+        """Flushes and closes TensorBoard's writer (WriteFailed as `flush`; closed anyway)."""
         if self._summary_writer is not None:
-            self._summary_writer[0].close()
-            self._summary_writer = None
+            writer, self._summary_writer = self._summary_writer[0], None
+            with storage.writing("TensorBoard events", self._workdir):
+                writer.close()
 
 
 def _to_json(value):
@@ -179,14 +195,26 @@ def image_grid(images: np.ndarray, columns: Optional[int] = None) -> np.ndarray:
     return np.round((np.clip(grid, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
 
 
+def _write_picture(path: str, content: bytes) -> None:
+    """Writes a picture's bytes whole (temporary file and rename); WriteFailed on failure."""
+    with storage.writing("a picture", path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    storage.write_atomically(path, content, what="a picture")
+
+
 def save_image_grid(path: str, images: np.ndarray, columns: Optional[int] = None) -> None:
-    """Writes image_grid(images) as a PNG (grey for one channel)."""
+    """Writes image_grid(images) as a PNG (grey for one channel).
+
+    Raises:
+      WriteFailed: the file could not be written (nothing is left half-written).
+    """
     from PIL import Image  # pylint: disable=g-import-not-at-top
     grid = image_grid(images, columns)
     if grid.shape[-1] == 1:
         grid = grid[..., 0]
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    Image.fromarray(grid).save(path)
+    buffer = io.BytesIO()
+    Image.fromarray(grid).save(buffer, format="PNG")
+    _write_picture(path, buffer.getvalue())
 
 
 def save_scatter(path: str, point_sets: Mapping[str, np.ndarray], title: str = "",
@@ -198,6 +226,8 @@ def save_scatter(path: str, point_sets: Mapping[str, np.ndarray], title: str = "
       point_sets: name -> (N, D) points, D in (2, 3); all panels share axis limits.
       title: figure title.
       limits: (low, high) for every axis; default from the data (non-finite points ignored).
+    Raises:
+      WriteFailed: the file could not be written (nothing is left half-written).
     """
     import matplotlib  # pylint: disable=g-import-not-at-top
     matplotlib.use("Agg")
@@ -230,6 +260,7 @@ def save_scatter(path: str, point_sets: Mapping[str, np.ndarray], title: str = "
         ax.set_title(name)
     if title:
         fig.suptitle(title)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=80)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=80, format="png")
     plt.close(fig)
+    _write_picture(path, buffer.getvalue())

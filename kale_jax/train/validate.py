@@ -274,6 +274,8 @@ def _debug(config) -> None:
         _positive_int(config, "debug.nan_at_step", minimum=-1)
     if config.debug.get("sleep_per_step_s") is not None:
         _positive_float(config, "debug.sleep_per_step_s", allow_zero=True)
+    if config.debug.get("full_disk_at_step") is not None:
+        _positive_int(config, "debug.full_disk_at_step", minimum=-1)
 
 
 def _networks_fit_data(config, roles: Sequence[str] = ("generator", "energy")) -> None:
