@@ -413,7 +413,7 @@ def test_image_sizes_the_networks_do_not_support_are_refused():
     config = test_config.get_config("digits")  # 8x8 digits
     config.model.generator = "dcgan"
     with pytest.raises(ConfigError, match=r"^config.data.image_size=8 is not supported by "
-                                          r"config.model.generator='dcgan'; allowed: \(32, 64\)$"):
+                                          r"config.model.generator='dcgan'; allowed: \(16, 32, 64\)$"):
         validate(config, num_devices=4)
     config.data.image_size = 32
     config.model.generator_kwargs = {"image_size": 64}
