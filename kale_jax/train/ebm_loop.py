@@ -3,8 +3,8 @@
     python -m experiments.train --config=configs/ebm.py --workdir=workdirs/ebm_ring
 
 The model and its step are kale_jax.ebm (maximum likelihood with replay-buffer Langevin in data
-space); this module is the run around it, built from the GEBM run's pieces (loop.py): config
-validation before anything is compiled, data-parallel steps over all devices
+space); this module is its trainer and evaluator, run by the skeleton the GEBM run uses
+(run_loop.run): config validation before anything is compiled, data-parallel steps over all devices
 (parallel.DataParallel: random draws for the global batch, all-gathered energies, pmean'd
 gradients, so 1 and 4 devices train the same parameters), orbax checkpoints resumed from the
 latest readable one (never a non-finite one), WORKDIR/metrics.jsonl with progress lines, and the
@@ -34,10 +34,8 @@ so successive pictures start the same chains.
 from __future__ import annotations
 
 import functools
-import json
 import os
-import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -45,13 +43,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from kale_jax import checkpoint as checkpoint_lib
-from kale_jax import data, ebm, metrics, storage, workdir_lock
-from kale_jax.errors import ConfigError, NonFiniteError
-from kale_jax.train import models, optim, outputs, parallel
+from kale_jax import data, ebm, metrics
+from kale_jax.errors import ConfigError
+from kale_jax.train import models, optim, outputs, parallel, run_loop
 from kale_jax.train import validate as validate_lib
-from kale_jax.train.loop import (CHECKPOINT_DIR, _describe, _StopFlag, close_quietly,
-                                 make_workdir, stop_on_write_failure)
+
 
 FORMAT = "kale_jax.ebm.EBMState"
 EVAL_STREAM = 0xE7A1  # fold_in of the seed's key for evaluation (not a training draw)
@@ -129,6 +125,19 @@ class EBMTrainer:
     def step_fn(self) -> Callable:
         """The compiled step: (replicated state (donated), sharded batch) -> (state, metrics)."""
         return _wrapped_step(*self._cache_key)
+
+    def run_iteration(self, state: ebm.EBMState, step: int, batches) -> tuple:
+        """One EBM update on the next data batch.
+
+        Args:
+          state: replicated state whose step is `step` (donated).
+          step: the coming step (unused: every step is the same update).
+          batches: iterator of this host's data batches.
+        Returns:
+          (new replicated state, metrics in the device layout).
+        """
+        del step
+        return self.step_fn()(state, self.parallel.shard_batch(next(batches)))
 
     def host_metrics(self, step_metrics: Any) -> Dict[str, float]:
         """Device metrics -> {name: float} (blocks until they are computed)."""
@@ -223,9 +232,11 @@ def _compiled_evaluate(spec: ebm.EBMSpec, shape: tuple, num_samples: int, num_bu
     return jax.jit(evaluate)
 
 
-def _metadata(config: ml_collections.ConfigDict, config_source: Optional[str]) -> Dict[str, Any]:
-    return {"config": json.loads(config.to_json_best_effort()),
-            "config_source": config_source or "", "format": FORMAT}
+def _start(config: ml_collections.ConfigDict, one: ebm.EBMState) -> Tuple[int, int]:
+    """(step reached, data batch to start from) of a state: step t trains on batch t."""
+    del config
+    step = int(one.step)
+    return step, step
 
 
 def _poison(state: ebm.EBMState) -> ebm.EBMState:
@@ -234,10 +245,14 @@ def _poison(state: ebm.EBMState) -> ebm.EBMState:
     return state.replace(params=jax.tree_util.tree_map(lambda p: p * jnp.nan, state.params))
 
 
-def _has_final_eval(workdir: str, step: int) -> bool:
-    path = os.path.join(workdir, outputs.METRICS_FILE)
-    return os.path.exists(path) and any(
-        r["step"] == step and "mmd_ebm" in r for r in outputs.read_metrics(workdir))
+_RUN = run_loop.RunSpec(
+    format=FORMAT, start=_start, poison=_poison, final_eval_key="mmd_ebm",
+    resume_keys=validate_lib.EBM_RESUME_KEYS,
+    fresh_line="Starting a fresh EBM run in %(workdir)s; %(num_steps)d steps on %(devices)d "
+               "device(s) with %(parallel)s.",
+    resume_line="Resuming the EBM run from step %(step)d (checkpoint in %(directory)s).",
+    step_word="step", steps_done="EBM steps", checked="parameters or replay buffer",
+    diverge_hint="lower optim.energy.learning_rate or ebm.step_size, or raise ebm.alpha")
 
 
 def train_ebm(config: ml_collections.ConfigDict, workdir: str, *,
@@ -264,140 +279,8 @@ def train_ebm(config: ml_collections.ConfigDict, workdir: str, *,
       StorageError: a write to the workdir failed (e.g. a full disk); the message names what
         failed, the free space, the last complete checkpoint and how to resume.
     """
-    if jax.process_count() == 1:  # a workdir in use stops us before anything slow is built
-        workdir_lock.check_free(workdir)
-    trainer = EBMTrainer(config, devices)
-    validate_lib.workdir(workdir)
-    evaluator = EBMEvaluator(config, trainer.spec, trainer.info, workdir,
-                             write_pictures=jax.process_index() == 0)
-    make_workdir(workdir)
-    with workdir_lock.hold(workdir):  # before anything in the workdir is read or written
-        return _train_ebm(config, workdir, trainer, evaluator, config_source)
-
-
-def _train_ebm(config: ml_collections.ConfigDict, workdir: str, trainer: EBMTrainer,
-               evaluator: EBMEvaluator, config_source: Optional[str]) -> ebm.EBMState:
-    """train_ebm once the config is checked and the workdir locked."""
-    num_steps = config.train.num_steps
-    is_lead = jax.process_index() == 0
-    metadata = _metadata(config, config_source)
-    checkpoints = checkpoint_lib.Checkpoints(
-        os.path.join(workdir, CHECKPOINT_DIR), keep=config.train.keep_checkpoints,
-        metadata=metadata)
-    try:
-        latest = checkpoints.latest_step()
-        if latest is None:
-            logging.info("Starting a fresh EBM run in %s; %d steps on %d device(s) with %s.",
-                         workdir, num_steps, trainer.parallel.num_devices, config.parallel)
-            state = trainer.init_state()
-        else:
-            validate_lib.against_checkpoint(
-                config, checkpoints.step_metadata(latest) or checkpoints.metadata(),
-                directory=checkpoints.directory, keys=validate_lib.EBM_RESUME_KEYS)
-            latest, restored, skipped = checkpoints.restore_newest_readable(
-                trainer.abstract_state(), is_good=checkpoint_lib.all_finite)
-            for bad, reason in skipped:
-                logging.warning("Checkpoint step %d in %s is unreadable (%s); moved it to %s and "
-                                "using step %d.", bad, checkpoints.directory, reason,
-                                checkpoints.directory + checkpoint_lib.UNREADABLE_SUFFIX, latest)
-            logging.info("Resuming the EBM run from step %d (checkpoint in %s).", latest,
-                         checkpoints.directory)
-            state = trainer.parallel.replicate(restored)
-        step = int(trainer.parallel.local_copy(state).step)
-    except BaseException:
-        checkpoints.close()
-        raise
-    writer = None
-    step_fn = trainer.step_fn()
-    stop = _StopFlag()
-    debug = config.get("debug") or {}
-    nan_at_step = debug.get("nan_at_step", None)
-    full_disk_at = debug.get("full_disk_at_step", None) or -1
-
-    def diverged(what: str) -> NonFiniteError:
-        checkpoints.wait()  # the last good checkpoint is the last committed one
-        return NonFiniteError(
-            f"{what}. Last good checkpoint: "
-            f"{_describe(checkpoints.committed_step, checkpoints.directory)}; rerunning with "
-            "this --workdir resumes from it (lower optim.energy.learning_rate or ebm.step_size, "
-            "or raise ebm.alpha, or it may diverge again)")
-
-    def check_finite(at: int, what: str) -> None:
-        if not checkpoint_lib.all_finite(trainer.parallel.local_copy(state)):
-            raise diverged(f"non-finite parameters or replay buffer at step {at}; {what}")
-
-    def save(at: int) -> None:
-        check_finite(at, "not saved")
-        checkpoints.save(at, trainer.parallel.unreplicate(state), metadata=metadata)
-
-    def evaluate_now(at: int) -> Dict[str, float]:
-        check_finite(at, "not evaluated")
-        started = time.monotonic()
-        results = evaluator(trainer.parallel.local_copy(state), at)
-        results["eval_seconds"] = time.monotonic() - started
-        progress.pause(results["eval_seconds"])
-        logging.info("eval at step %d: %s", at,
-                     " ".join(f"{k}={v:.4g}" for k, v in results.items()))
-        writer.write(at, results)
-        writer.flush()
-        return results
-
-    results = None
-    try:
-        with stop_on_write_failure(workdir, checkpoints):
-            if is_lead:
-                storage.write_atomically(os.path.join(workdir, "config.json"),
-                                         config.to_json_best_effort(indent=2),
-                                         what="config.json")
-            writer = outputs.MetricWriter(
-                workdir, tensorboard=config.train.get("tensorboard", True), enabled=is_lead)
-            writer.truncate_after(latest or 0)
-            batches = data.train_batches(config.data, batch_size=config.train.batch_size,
-                                         seed=config.seed, start_step=step,
-                                         process_index=jax.process_index(),
-                                         process_count=jax.process_count())
-            progress = outputs.Progress(step, num_steps)
-            stop.install()
-            while step < num_steps:
-                if step + 1 == nan_at_step:
-                    state = _poison(state)
-                state, step_metrics = step_fn(state, trainer.parallel.shard_batch(next(batches)))
-                step += 1
-                if full_disk_at > 0:  # debug: every write from step full_disk_at fails
-                    storage.simulate_full_disk(step >= full_disk_at)
-                checkpoints.poll()  # a save that failed in the background stops the run here
-                if step % config.train.log_every == 0 or step == num_steps or stop.requested:
-                    scalars = trainer.host_metrics(step_metrics)
-                    bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
-                    if bad:
-                        raise diverged(f"non-finite {bad} at step {step}")
-                    text, rate = progress.line(step, scalars)
-                    logging.info(text)
-                    scalars["steps_per_sec"] = rate
-                    writer.write(step, scalars)
-                if stop.requested:
-                    break
-                if step % config.train.eval_every == 0 or step == num_steps:
-                    results = evaluate_now(step)
-                if step % config.train.checkpoint_every == 0 or step == num_steps:
-                    save(step)
-            if stop.requested:
-                save(step)
-            elif results is None and not _has_final_eval(workdir, num_steps):
-                results = evaluate_now(num_steps)
-            checkpoints.wait()
-            writer.close()
-        committed = _describe(checkpoints.committed_step, checkpoints.directory)
-        if stop.requested:
-            logging.warning("Stopped by signal at step %d after saving a checkpoint; last "
-                            "committed checkpoint: %s; rerun with the same workdir to resume.",
-                            step, committed)
-        else:
-            logging.info("Final metrics: %s",
-                         " ".join(f"{k}={v:.4g}" for k, v in (results or {}).items()))
-            logging.info("Finished %d EBM steps; last committed checkpoint: %s.", num_steps,
-                         committed)
-    finally:
-        stop.uninstall()
-        close_quietly(checkpoints, writer)
-    return trainer.parallel.unreplicate(state)
+    return run_loop.run(
+        config, workdir, _RUN, lambda: EBMTrainer(config, devices),
+        lambda trainer: EBMEvaluator(config, trainer.spec, trainer.info, workdir,
+                                     write_pictures=jax.process_index() == 0),
+        config_source=config_source)

@@ -25,35 +25,31 @@ latest checkpoint is reported in one warning line, set aside, and the previous o
 "Saved checkpoint at step N" is logged once step N is committed (kale_jax.checkpoint), and the
 last line of a run names the last committed checkpoint.
 config.debug (configs/default.py) can force a NaN, a full disk or slow the steps down, for tests.
+Steps 1-2 and the GEBM's iteration are this module's; the rest of the run is run_loop.run, shared
+with the EBM baseline's run (ebm_loop.train_ebm).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import json
-import os
-import signal
-import threading
-import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from absl import logging
 
-from kale_jax import checkpoint as checkpoint_lib
-from kale_jax import data, storage, workdir_lock
-from kale_jax.errors import CheckpointError, ConfigError, NonFiniteError
-from kale_jax.train import evaluate, models, optim, outputs, parallel, schedule, steps
+from kale_jax import data
+from kale_jax.errors import ConfigError
+from kale_jax.train import evaluate, models, optim, parallel, run_loop, schedule, steps
 from kale_jax.train import state as state_lib
 from kale_jax.train.state import TrainState
 from kale_jax.train import validate as validate_lib
 from kale_jax.train.validate import validate
-
-CHECKPOINT_DIR = "checkpoints"
+# The run around the trainer (checkpoints, lock, loop, faults) is run_loop's; these names stay
+# importable from here.
+from kale_jax.train.run_loop import (  # pylint: disable=unused-import
+    CHECKPOINT_DIR, close_quietly, make_workdir, stop_on_write_failure)
 
 
 def step_spec(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> steps.StepSpec:
@@ -193,40 +189,35 @@ class Trainer:
         return {k: float(v) for k, v in jax.device_get(one).items()}
 
 
-class _StopFlag:
-    """Set by SIGTERM (preemption notice) or SIGINT (Ctrl-C); the loop saves and returns at the
-    next step boundary. After the first SIGINT, a second one raises KeyboardInterrupt at once (the
-    checkpoints on disk stay complete: saves are atomic)."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-
-    def _handle(self, signum, frame):
-        del frame
-        logging.warning("Received signal %d: saving a checkpoint and stopping at the next step "
-                        "boundary.", signum)
-        self.requested = True
-        if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def uninstall(self) -> None:
-        if self._previous is not None:
-            for signum, handler in self._previous.items():
-                signal.signal(signum, handler)
-            self._previous = None
+def _start(config: ml_collections.ConfigDict, one: TrainState) -> tuple:
+    """(base step reached, data batch to start from) of a state; ConfigError when its count of
+    energy steps is not the config's schedule's."""
+    base_step, energy_step = int(one.base_step), int(one.energy_step)
+    if energy_step != schedule.energy_steps_until(base_step, config):
+        raise ConfigError(
+            f"checkpoint at base step {base_step} has taken {energy_step} energy steps but "
+            f"the config's schedule (train.n_critic, n_critic_warmup, warmup_every) gives "
+            f"{schedule.energy_steps_until(base_step, config)}; use the checkpoint's schedule "
+            "or a new --workdir")
+    return base_step, energy_step
 
 
-def _metadata(config: ml_collections.ConfigDict, config_source: Optional[str]) -> Dict[str, Any]:
-    return {"config": json.loads(config.to_json_best_effort()),
-            "config_source": config_source or "",
-            "format": "kale_jax.train.TrainState"}
+def _poison(state: TrainState) -> TrainState:
+    """The state with NaN energy parameters (config.debug.nan_at_step)."""
+    logging.warning("config.debug.nan_at_step: setting the energy parameters to NaN.")
+    return state.replace(energy_params=jax.tree_util.tree_map(
+        lambda p: p * jnp.nan, state.energy_params))
+
+
+_RUN = run_loop.RunSpec(
+    format="kale_jax.train.TrainState", start=_start, poison=_poison,
+    final_eval_key="kale_heldout", resume_keys=validate_lib.RESUME_KEYS,
+    fresh_line="Starting a fresh run in %(workdir)s (no checkpoint found); %(num_steps)d base "
+               "steps on %(devices)d device(s) with %(parallel)s.",
+    resume_line="Resuming from step %(step)d (checkpoint in %(directory)s); %(num_steps)d base "
+                "steps on %(devices)d device(s) with %(parallel)s.",
+    step_word="base step", steps_done="base steps", checked="parameters",
+    diverge_hint="lower optim.*.learning_rate or raise train.penalty_weight")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -260,198 +251,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if config.train.get("criterion") == validate_lib.EBM_CRITERION:
         from kale_jax.train import ebm_loop  # pylint: disable=g-import-not-at-top
         return ebm_loop.train_ebm(config, workdir, config_source=config_source, devices=devices)
-    if jax.process_count() == 1:  # a workdir in use stops us before anything slow is built
-        workdir_lock.check_free(workdir)
-    trainer = Trainer(config, devices)
-    validate_lib.workdir(workdir)
-    # Built before anything is compiled, so bad evaluation settings fail early too.
-    evaluator = evaluate.Evaluator(config, trainer.spec, trainer.info, workdir,
-                                   write_pictures=jax.process_index() == 0)
-    make_workdir(workdir)
-    with workdir_lock.hold(workdir):  # before anything in the workdir is read or written
-        return _train(config, workdir, trainer, evaluator, config_source)
-
-
-def _train(config: ml_collections.ConfigDict, workdir: str, trainer: Trainer,
-           evaluator: evaluate.Evaluator, config_source: Optional[str]) -> TrainState:
-    """train_and_evaluate once the config is checked and the workdir locked."""
-    num_steps = config.train.num_steps
-    is_lead = jax.process_index() == 0
-    metadata = _metadata(config, config_source)
-    checkpoints = checkpoint_lib.Checkpoints(
-        os.path.join(workdir, CHECKPOINT_DIR), keep=config.train.keep_checkpoints,
-        metadata=metadata)
-    try:  # checks of the checkpoint come before anything else is written to the workdir
-        latest = checkpoints.latest_step()
-        if latest is None:
-            logging.info("Starting a fresh run in %s (no checkpoint found); %d base steps on %d "
-                         "device(s) with %s.", workdir, num_steps, trainer.parallel.num_devices,
-                         config.parallel)
-            state = trainer.init_state()
-        else:
-            validate_lib.against_checkpoint(
-                config, checkpoints.step_metadata(latest) or checkpoints.metadata(),
-                directory=checkpoints.directory)
-            latest, restored, skipped = checkpoints.restore_newest_readable(
-                trainer.abstract_state(), is_good=checkpoint_lib.all_finite)
-            for bad, reason in skipped:
-                logging.warning("Checkpoint step %d in %s is unreadable (%s); moved it to %s and "
-                                "using step %d.", bad, checkpoints.directory, reason,
-                                checkpoints.directory + checkpoint_lib.UNREADABLE_SUFFIX, latest)
-            logging.info("Resuming from step %d (checkpoint in %s); %d base steps on %d "
-                         "device(s) with %s.", latest, checkpoints.directory, num_steps,
-                         trainer.parallel.num_devices, config.parallel)
-            state = trainer.parallel.replicate(restored)
-        one = trainer.parallel.local_copy(state)
-        base_step, energy_step = int(one.base_step), int(one.energy_step)
-        if energy_step != schedule.energy_steps_until(base_step, config):
-            raise ConfigError(
-                f"checkpoint at base step {base_step} has taken {energy_step} energy steps but "
-                f"the config's schedule (train.n_critic, n_critic_warmup, warmup_every) gives "
-                f"{schedule.energy_steps_until(base_step, config)}; use the checkpoint's schedule "
-                "or a new --workdir")
-    except BaseException:
-        checkpoints.close()
-        raise
-    writer = None
-    stop = _StopFlag()
-    debug = config.get("debug") or {}
-    nan_at_step = debug.get("nan_at_step", None)
-    sleep_per_step = debug.get("sleep_per_step_s", None) or 0.0
-    full_disk_at = debug.get("full_disk_at_step", None) or -1
-
-    def diverged(what: str) -> NonFiniteError:
-        checkpoints.wait()  # the last good checkpoint is the last committed one
-        return NonFiniteError(
-            f"{what}. Last good checkpoint: "
-            f"{_describe(checkpoints.committed_step, checkpoints.directory)}; "
-            "rerunning with this --workdir resumes from it (lower optim.*.learning_rate or "
-            "raise train.penalty_weight, or it may diverge again)")
-
-    def check_finite(step: int, state: TrainState, what: str) -> None:
-        if not checkpoint_lib.all_finite(trainer.parallel.local_copy(state)):
-            raise diverged(f"non-finite parameters at base step {step}; {what}")
-
-    def save(step: int, state: TrainState) -> None:
-        check_finite(step, state, "not saved")
-        checkpoints.save(step, trainer.parallel.unreplicate(state), metadata=metadata)
-
-    def evaluate_now(step: int) -> Dict[str, float]:
-        check_finite(step, state, "not evaluated")
-        started = time.monotonic()
-        results = evaluator(trainer.parallel.local_copy(state), step)
-        results["eval_seconds"] = time.monotonic() - started
-        progress.pause(results["eval_seconds"])
-        logging.info("eval at step %d: %s", step,
-                     " ".join(f"{k}={v:.4g}" for k, v in results.items()))
-        writer.write(step, results)
-        writer.flush()
-        return results
-
-    results = None
-    try:
-        with stop_on_write_failure(workdir, checkpoints):
-            if is_lead:
-                storage.write_atomically(os.path.join(workdir, "config.json"),
-                                         config.to_json_best_effort(indent=2),
-                                         what="config.json")
-            writer = outputs.MetricWriter(
-                workdir, tensorboard=config.train.get("tensorboard", True), enabled=is_lead)
-            # Records after the checkpoint (all of them on a fresh start) are from an attempt
-            # that stopped before saving; the steps will be logged again.
-            writer.truncate_after(latest or 0)
-            batches = data.train_batches(
-                config.data, batch_size=config.train.batch_size, seed=config.seed,
-                start_step=energy_step, process_index=jax.process_index(),
-                process_count=jax.process_count())
-            progress = outputs.Progress(base_step, num_steps)
-            stop.install()
-            while base_step < num_steps:
-                if base_step + 1 == nan_at_step:  # debug: base step nan_at_step computes with NaNs
-                    state = _poison(state)
-                state, step_metrics = trainer.run_iteration(state, base_step, batches)
-                base_step += 1
-                if sleep_per_step:
-                    time.sleep(sleep_per_step)
-                if full_disk_at > 0:  # debug: every write from base step full_disk_at fails
-                    storage.simulate_full_disk(base_step >= full_disk_at)
-                checkpoints.poll()  # a save that failed in the background stops the run here
-                if (base_step % config.train.log_every == 0 or base_step == num_steps
-                        or stop.requested):
-                    scalars = trainer.host_metrics(step_metrics)
-                    bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
-                    if bad:
-                        raise diverged(f"non-finite {bad} at base step {base_step}")
-                    text, rate = progress.line(base_step, scalars)
-                    logging.info(text)
-                    scalars["steps_per_sec"] = rate
-                    writer.write(base_step, scalars)
-                if stop.requested:
-                    break  # save below at once: preemption leaves little time for evaluation
-                if base_step % config.train.eval_every == 0 or base_step == num_steps:
-                    results = evaluate_now(base_step)
-                if base_step % config.train.checkpoint_every == 0 or base_step == num_steps:
-                    save(base_step, state)
-            if stop.requested:
-                save(base_step, state)
-            elif results is None and not _has_final_eval(workdir, num_steps):
-                results = evaluate_now(num_steps)  # resumed a run stopped before its last eval
-            checkpoints.wait()
-            writer.close()
-        committed = _describe(checkpoints.committed_step, checkpoints.directory)
-        if stop.requested:
-            logging.warning("Stopped by signal at step %d after saving a checkpoint; last "
-                            "committed checkpoint: %s; rerun with the same workdir to resume.",
-                            base_step, committed)
-        else:
-            logging.info("Final metrics: %s",
-                         " ".join(f"{k}={v:.4g}" for k, v in (results or {}).items()))
-            logging.info("Finished %d base steps; last committed checkpoint: %s.", num_steps,
-                         committed)
-    finally:
-        stop.uninstall()
-        close_quietly(checkpoints, writer)
-    return trainer.parallel.unreplicate(state)
-
-
-def make_workdir(workdir: str) -> None:
-    """Creates `workdir` (CheckpointError, exit status 2, when it cannot be)."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as error:
-        raise CheckpointError(f"--workdir={workdir} cannot be created: {error}") from error
-
-
-@contextlib.contextmanager
-def stop_on_write_failure(workdir: str, checkpoints: checkpoint_lib.Checkpoints):
-    """Within: a failed write (storage.WriteFailed) stops the run with StorageError (exit
-    status 4), whose one line names what failed, the free space left, the last complete
-    checkpoint (a save still pending is waited for first) and how to resume."""
-    try:
-        yield
-    except storage.WriteFailed as failure:
-        storage.simulate_full_disk(False)
-        with contextlib.suppress(storage.WriteFailed):
-            checkpoints.wait()  # committed, or discarded (the disk is full for it too)
-        raise storage.run_stopped(failure, workdir=os.path.abspath(workdir),
-                                  checkpoint_dir=checkpoints.directory,
-                                  committed_step=checkpoints.committed_step) from failure
-    finally:
-        storage.simulate_full_disk(False)
-
-
-def close_quietly(checkpoints: checkpoint_lib.Checkpoints,
-                  writer: Optional[outputs.MetricWriter]) -> None:
-    """Closes a run's outputs on its way out. A run that ends normally has flushed them already;
-    one stopped by an error reports that error, so a further write failure here is one warning
-    line."""
-    for close in (checkpoints.close, writer.close if writer is not None else None):
-        if close is None:
-            continue
-        try:
-            close()
-        except storage.WriteFailed as failure:
-            logging.warning("While stopping: %s", failure)
+    return run_loop.run(
+        config, workdir, _RUN, lambda: Trainer(config, devices),
+        lambda trainer: evaluate.Evaluator(config, trainer.spec, trainer.info, workdir,
+                                           write_pictures=jax.process_index() == 0),
+        config_source=config_source)
 
 
 def _check_compatible(saved: Optional[Dict[str, Any]], current: Dict[str, Any],
@@ -459,19 +263,3 @@ def _check_compatible(saved: Optional[Dict[str, Any]], current: Dict[str, Any],
     """Alias of validate.against_checkpoint (kept for older callers): ConfigError on mismatch."""
     validate_lib.against_checkpoint(current, saved, directory=directory)
 
-
-def _poison(state: TrainState) -> TrainState:
-    """The state with NaN energy parameters (config.debug.nan_at_step)."""
-    logging.warning("config.debug.nan_at_step: setting the energy parameters to NaN.")
-    return state.replace(energy_params=jax.tree_util.tree_map(
-        lambda p: p * jnp.nan, state.energy_params))
-
-
-def _has_final_eval(workdir: str, step: int) -> bool:
-    path = os.path.join(workdir, outputs.METRICS_FILE)
-    return os.path.exists(path) and any(
-        r["step"] == step and "kale_heldout" in r for r in outputs.read_metrics(workdir))
-
-
-def _describe(step: Optional[int], directory: str) -> str:
-    return "none" if step is None else f"step {step} in {directory}"

@@ -1,0 +1,319 @@
+"""The run around a trainer: workdir lock, checkpoints, the step loop, logging, faults.
+
+One skeleton serves the GEBM run (loop.train_and_evaluate) and the EBM baseline's
+(ebm_loop.train_ebm); what differs between them is a trainer, an evaluator and a RunSpec.
+
+A trainer provides:
+  parallel                  its parallel.DataParallel;
+  init_state()              a fresh replicated state;
+  abstract_state()          one copy's shapes, dtypes and restore shardings (for checkpoints);
+  run_iteration(state, step, batches) -> (state, device metrics)
+                            training iteration `step` (0-based), drawing its data batches from
+                            the iterator `batches`;
+  host_metrics(metrics)     device metrics -> {name: float}.
+An evaluator is a callable (one copy of the state, step) -> {name: float} that may draw pictures.
+
+Order of a run (`run`): the workdir lock is checked, the trainer and evaluator are built (bad
+settings fail before anything is compiled or written), the workdir is created and locked; then
+`_train`: resume from the newest readable checkpoint (or start fresh), write config.json, open the
+metric writer, iterate with logging, finiteness checks, evaluation and checkpoint cadence, save on
+SIGTERM / SIGINT, and end with one line naming the last committed checkpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from kale_jax import checkpoint as checkpoint_lib
+from kale_jax import data, storage, workdir_lock
+from kale_jax.errors import CheckpointError, NonFiniteError
+from kale_jax.train import outputs
+from kale_jax.train import validate as validate_lib
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """What one kind of run brings to the shared skeleton besides its trainer and evaluator.
+
+    Attributes:
+      format: the checkpoint metadata's "format" entry (the state's class).
+      start: (config, one copy of the state) -> (step reached, data batch to start from); raises
+        ConfigError when the state cannot continue under the config.
+      poison: state -> the state with NaN parameters (config.debug.nan_at_step).
+      final_eval_key: a metric every evaluation writes (a resumed run whose metrics.jsonl has it
+        at the last step does not evaluate again).
+      resume_keys: the config entries a checkpoint must agree on (validate.against_checkpoint).
+      fresh_line: log line of a fresh start; %-fields workdir, num_steps, devices, parallel.
+      resume_line: log line of a resume; %-fields step, directory, num_steps, devices, parallel.
+      step_word: what a step is called in error messages ("base step").
+      steps_done: what the steps are called in the last line ("base steps").
+      checked: what the finiteness check reads ("parameters").
+      diverge_hint: the settings to change after a divergence, named in its error.
+    """
+    format: str
+    start: Callable[[ml_collections.ConfigDict, Any], Tuple[int, int]]
+    poison: Callable[[Any], Any]
+    final_eval_key: str
+    resume_keys: Sequence[str]
+    fresh_line: str
+    resume_line: str
+    step_word: str
+    steps_done: str
+    checked: str
+    diverge_hint: str
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, spec: RunSpec,
+        make_trainer: Callable[[], Any], make_evaluator: Callable[[Any], Callable], *,
+        config_source: Optional[str] = None) -> Any:
+    """Trains and evaluates with the trainer of `make_trainer`; resumes from `workdir`.
+
+    Args:
+      config: the full config (validated by the trainer's constructor).
+      workdir: output directory (checkpoints/, metrics.jsonl, TensorBoard events, samples/,
+        config.json); a workdir with checkpoints is resumed from its latest readable one.
+      spec: the run's kind (RunSpec).
+      make_trainer: () -> trainer; validates the config before anything is compiled.
+      make_evaluator: trainer -> evaluator, built before anything is compiled.
+      config_source: how the config was given, recorded in the checkpoint metadata.
+    Returns:
+      the final state, one copy (DataParallel.unreplicate).
+    """
+    if jax.process_count() == 1:  # a workdir in use stops us before anything slow is built
+        workdir_lock.check_free(workdir)
+    trainer = make_trainer()
+    validate_lib.workdir(workdir)
+    # Built before anything is compiled, so bad evaluation settings fail early too.
+    evaluator = make_evaluator(trainer)
+    make_workdir(workdir)
+    with workdir_lock.hold(workdir):  # before anything in the workdir is read or written
+        return _train(config, workdir, spec, trainer, evaluator, config_source)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, spec: RunSpec, trainer: Any,
+           evaluator: Callable, config_source: Optional[str]) -> Any:
+    """`run` once the config is checked and the workdir locked."""
+    num_steps = config.train.num_steps
+    is_lead = jax.process_index() == 0
+    metadata = {"config": json.loads(config.to_json_best_effort()),
+                "config_source": config_source or "", "format": spec.format}
+    checkpoints = checkpoint_lib.Checkpoints(
+        os.path.join(workdir, CHECKPOINT_DIR), keep=config.train.keep_checkpoints,
+        metadata=metadata)
+    where = {"workdir": workdir, "num_steps": num_steps,
+             "devices": trainer.parallel.num_devices, "parallel": config.parallel}
+    try:  # checks of the checkpoint come before anything else is written to the workdir
+        latest = checkpoints.latest_step()
+        if latest is None:
+            logging.info(spec.fresh_line % where)
+            state = trainer.init_state()
+        else:
+            validate_lib.against_checkpoint(
+                config, checkpoints.step_metadata(latest) or checkpoints.metadata(),
+                directory=checkpoints.directory, keys=spec.resume_keys)
+            latest, restored, skipped = checkpoints.restore_newest_readable(
+                trainer.abstract_state(), is_good=checkpoint_lib.all_finite)
+            for bad, reason in skipped:
+                logging.warning("Checkpoint step %d in %s is unreadable (%s); moved it to %s and "
+                                "using step %d.", bad, checkpoints.directory, reason,
+                                checkpoints.directory + checkpoint_lib.UNREADABLE_SUFFIX, latest)
+            logging.info(spec.resume_line % dict(where, step=latest,
+                                                 directory=checkpoints.directory))
+            state = trainer.parallel.replicate(restored)
+        step, data_step = spec.start(config, trainer.parallel.local_copy(state))
+    except BaseException:
+        checkpoints.close()
+        raise
+    writer = None
+    stop = _StopFlag()
+    debug = config.get("debug") or {}
+    nan_at_step = debug.get("nan_at_step", None)
+    sleep_per_step = debug.get("sleep_per_step_s", None) or 0.0
+    full_disk_at = debug.get("full_disk_at_step", None) or -1
+
+    def diverged(what: str) -> NonFiniteError:
+        checkpoints.wait()  # the last good checkpoint is the last committed one
+        return NonFiniteError(
+            f"{what}. Last good checkpoint: "
+            f"{describe(checkpoints.committed_step, checkpoints.directory)}; "
+            f"rerunning with this --workdir resumes from it ({spec.diverge_hint}, or it may "
+            "diverge again)")
+
+    def check_finite(at: int, what: str) -> None:
+        if not checkpoint_lib.all_finite(trainer.parallel.local_copy(state)):
+            raise diverged(f"non-finite {spec.checked} at {spec.step_word} {at}; {what}")
+
+    def save(at: int) -> None:
+        check_finite(at, "not saved")
+        checkpoints.save(at, trainer.parallel.unreplicate(state), metadata=metadata)
+
+    def evaluate_now(at: int) -> Dict[str, float]:
+        check_finite(at, "not evaluated")
+        started = time.monotonic()
+        results = evaluator(trainer.parallel.local_copy(state), at)
+        results["eval_seconds"] = time.monotonic() - started
+        progress.pause(results["eval_seconds"])
+        logging.info("eval at step %d: %s", at,
+                     " ".join(f"{k}={v:.4g}" for k, v in results.items()))
+        writer.write(at, results)
+        writer.flush()
+        return results
+
+    results = None
+    try:
+        with stop_on_write_failure(workdir, checkpoints):
+            if is_lead:
+                storage.write_atomically(os.path.join(workdir, "config.json"),
+                                         config.to_json_best_effort(indent=2),
+                                         what="config.json")
+            writer = outputs.MetricWriter(
+                workdir, tensorboard=config.train.get("tensorboard", True), enabled=is_lead)
+            # Records after the checkpoint (all of them on a fresh start) are from an attempt
+            # that stopped before saving; the steps will be logged again.
+            writer.truncate_after(latest or 0)
+            batches = data.train_batches(
+                config.data, batch_size=config.train.batch_size, seed=config.seed,
+                start_step=data_step, process_index=jax.process_index(),
+                process_count=jax.process_count())
+            progress = outputs.Progress(step, num_steps)
+            stop.install()
+            while step < num_steps:
+                if step + 1 == nan_at_step:  # debug: step nan_at_step computes with NaNs
+                    state = spec.poison(state)
+                state, step_metrics = trainer.run_iteration(state, step, batches)
+                step += 1
+                if sleep_per_step:
+                    time.sleep(sleep_per_step)
+                if full_disk_at > 0:  # debug: every write from step full_disk_at fails
+                    storage.simulate_full_disk(step >= full_disk_at)
+                checkpoints.poll()  # a save that failed in the background stops the run here
+                if step % config.train.log_every == 0 or step == num_steps or stop.requested:
+                    scalars = trainer.host_metrics(step_metrics)
+                    bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
+                    if bad:
+                        raise diverged(f"non-finite {bad} at {spec.step_word} {step}")
+                    text, rate = progress.line(step, scalars)
+                    logging.info(text)
+                    scalars["steps_per_sec"] = rate
+                    writer.write(step, scalars)
+                if stop.requested:
+                    break  # save below at once: preemption leaves little time for evaluation
+                if step % config.train.eval_every == 0 or step == num_steps:
+                    results = evaluate_now(step)
+                if step % config.train.checkpoint_every == 0 or step == num_steps:
+                    save(step)
+            if stop.requested:
+                save(step)
+            elif results is None and not _has_final_eval(workdir, num_steps,
+                                                         spec.final_eval_key):
+                results = evaluate_now(num_steps)  # resumed a run stopped before its last eval
+            checkpoints.wait()
+            writer.close()
+        committed = describe(checkpoints.committed_step, checkpoints.directory)
+        if stop.requested:
+            logging.warning("Stopped by signal at step %d after saving a checkpoint; last "
+                            "committed checkpoint: %s; rerun with the same workdir to resume.",
+                            step, committed)
+        else:
+            logging.info("Final metrics: %s",
+                         " ".join(f"{k}={v:.4g}" for k, v in (results or {}).items()))
+            logging.info("Finished %d %s; last committed checkpoint: %s.", num_steps,
+                         spec.steps_done, committed)
+    finally:
+        stop.uninstall()
+        close_quietly(checkpoints, writer)
+    return trainer.parallel.unreplicate(state)
+
+
+class _StopFlag:
+    """Set by SIGTERM (preemption notice) or SIGINT (Ctrl-C); the loop saves and returns at the
+    next step boundary. After the first SIGINT, a second one raises KeyboardInterrupt at once (the
+    checkpoints on disk stay complete: saves are atomic)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def _handle(self, signum, frame):
+        del frame
+        logging.warning("Received signal %d: saving a checkpoint and stopping at the next step "
+                        "boundary.", signum)
+        self.requested = True
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+            self._previous = None
+
+
+def make_workdir(workdir: str) -> None:
+    """Creates `workdir` (CheckpointError, exit status 2, when it cannot be)."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as error:
+        raise CheckpointError(f"--workdir={workdir} cannot be created: {error}") from error
+
+
+@contextlib.contextmanager
+def stop_on_write_failure(workdir: str, checkpoints: checkpoint_lib.Checkpoints):
+    """Within: a failed write (storage.WriteFailed) stops the run with StorageError (exit
+    status 4), whose one line names what failed, the free space left, the last complete
+    checkpoint (a save still pending is waited for first) and how to resume."""
+    try:
+        yield
+    except storage.WriteFailed as failure:
+        storage.simulate_full_disk(False)
+        with contextlib.suppress(storage.WriteFailed):
+            checkpoints.wait()  # committed, or discarded (the disk is full for it too)
+        raise storage.run_stopped(failure, workdir=os.path.abspath(workdir),
+                                  checkpoint_dir=checkpoints.directory,
+                                  committed_step=checkpoints.committed_step) from failure
+    finally:
+        storage.simulate_full_disk(False)
+
+
+def close_quietly(checkpoints: checkpoint_lib.Checkpoints,
+                  writer: Optional[outputs.MetricWriter]) -> None:
+    """Closes a run's outputs on its way out. A run that ends normally has flushed them already;
+    one stopped by an error reports that error, so a further write failure here is one warning
+    line."""
+    for close in (checkpoints.close, writer.close if writer is not None else None):
+        if close is None:
+            continue
+        try:
+            close()
+        except storage.WriteFailed as failure:
+            logging.warning("While stopping: %s", failure)
+
+
+def describe(step: Optional[int], directory: str) -> str:
+    """A checkpoint for messages: "step N in DIRECTORY", or "none"."""
+    return "none" if step is None else f"step {step} in {directory}"
+
+
+def _has_final_eval(workdir: str, step: int, key: str) -> bool:
+    path = os.path.join(workdir, outputs.METRICS_FILE)
+    return os.path.exists(path) and any(
+        r["step"] == step and key in r for r in outputs.read_metrics(workdir))
