@@ -18,6 +18,8 @@ from kale_jax.train import Trainer, outputs, train_and_evaluate
 from kale_jax.train import ebm_loop
 from kale_jax.train.validate import against_checkpoint, validate
 
+from helpers import max_abs_difference
+
 
 def _config(**train):
     config = test_config.get_config("ebm")
@@ -25,13 +27,6 @@ def _config(**train):
     for key, value in train.items():
         config.train[key] = value
     return config
-
-
-def _max_abs_difference(a, b) -> float:
-    diffs = jax.tree_util.tree_map(
-        lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))),
-        a, b)
-    return max(jax.tree_util.tree_leaves(diffs))
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +73,7 @@ def test_resumed_run_reproduces_the_uninterrupted_one(full_run, tmp_path):
     resumed = jax.device_get(ebm_loop.train_ebm(_config(), workdir))
     assert int(resumed.step) == 6
     # Same compiled step, same inputs: equal up to float round-off (none expected).
-    assert _max_abs_difference(reference, resumed) < 1e-6
+    assert max_abs_difference(reference, resumed) < 1e-6
     rows = [r for r in outputs.read_metrics(workdir) if "loss" in r]
     assert [r["step"] for r in rows] == [2, 4, 6]
 
@@ -101,8 +96,8 @@ def test_one_and_four_devices_train_the_same_state():
             state, _ = step_fn(state, trainer.parallel.shard_batch(next(batches)))
         results.append(jax.device_get(trainer.parallel.unreplicate(state)))
     initial = jax.device_get(ebm_loop.EBMTrainer(config, jax.devices()[:1]).init_state())
-    assert _max_abs_difference(results[0], results[1]) < 1e-5
-    assert _max_abs_difference(initial.params, results[0].params) > 1e-4  # training moved them
+    assert max_abs_difference(results[0], results[1]) < 1e-5
+    assert max_abs_difference(initial.params, results[0].params) > 1e-4  # training moved them
 
 
 def test_non_finite_parameters_stop_the_run_and_are_never_saved(tmp_path):

@@ -35,6 +35,8 @@ from kale_jax.errors import CheckpointError, ConfigError, DataError, NonFiniteEr
 from kale_jax.train import outputs, validate as validate_lib
 from kale_jax.train.validate import validate
 
+from helpers import one_error_line
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TMP_MARK = ".orbax-checkpoint-tmp"
 # No TensorBoard (TensorFlow import), no evaluation before the end, a checkpoint every step.
@@ -133,14 +135,6 @@ def _restore_and_check(directory, step):
     assert int(state["base_step"]) == step
     assert checkpoint.all_finite(state)
     return state
-
-
-def _one_error_line(stderr: str) -> str:
-    """The binary's user-error line: the last line, 'error: ...', and no traceback anywhere."""
-    assert "Traceback" not in stderr, stderr[-3000:]
-    last = stderr.strip().splitlines()[-1]
-    assert last.startswith("error: "), stderr[-3000:]
-    return last
 
 
 # ----------------------------------------------------------- preemption and kills (one chain)
@@ -280,7 +274,7 @@ def test_resuming_with_another_latent_size_is_refused_in_one_line(env, interrupt
     before = _snapshot(workdir)
     status, log = _run(env, workdir, *FAST, "--config.model.latent_dim=5")
     assert status == 2
-    line = _one_error_line(log)
+    line = one_error_line(log)
     assert (f"config.model.latent_dim=5 but the checkpoint in {checkpoints} was written with "
             "config.model.latent_dim=4; use the checkpoint's value or a new --workdir") in line
     # Checkpoints, config.json, metrics.jsonl untouched (the run held, then released, the lock).
@@ -297,7 +291,7 @@ def test_a_forced_nan_stops_the_run_and_keeps_the_last_good_checkpoint(env, tmp_
     status, log = _run(env, workdir, *FAST, "--config.train.num_steps=6",
                        "--config.debug.nan_at_step=3")
     assert status == NonFiniteError.exit_status == 3
-    line = _one_error_line(log)
+    line = one_error_line(log)
     assert re.fullmatch(r"error: non-finite \[.*'energy_loss'.*\] at base step 3\. Last good "
                         rf"checkpoint: step 2 in {re.escape(checkpoints)}; rerunning with this "
                         r"--workdir resumes from it \(lower optim.*", line), line
@@ -311,7 +305,7 @@ def test_bad_config_value_one_line_exit_2_nothing_written(env, tmp_path):
     workdir = tmp_path / "run"
     status, log = _run(env, str(workdir), "--config.train.batch_size=18")
     assert status == 2
-    assert _one_error_line(log) == ("error: config.train.batch_size=18 does not divide by the 4 "
+    assert one_error_line(log) == ("error: config.train.batch_size=18 does not divide by the 4 "
                                     "devices; use a multiple of 4")
     assert not workdir.exists()
 
@@ -322,7 +316,7 @@ def test_workdir_under_a_file_one_line_exit_2(env, tmp_path):
     blocker.write_text("not a directory")
     status, log = _run(env, str(blocker / "run"))
     assert status == 2
-    assert _one_error_line(log) == (f"error: --workdir={blocker / 'run'} is under {blocker}, "
+    assert one_error_line(log) == (f"error: --workdir={blocker / 'run'} is under {blocker}, "
                                     "which is not a directory; pass a directory path")
     assert blocker.read_text() == "not a directory"
 
@@ -335,7 +329,7 @@ def test_missing_dataset_one_line_exit_2_nothing_written(env, tmp_path):
     status, log = _run(env, str(workdir), "--config.data.name=cifar10",
                        f"--config.data.data_dir={empty}")
     assert status == 2
-    line = _one_error_line(log)
+    line = one_error_line(log)
     assert "cifar10" in line and str(empty) in line and "tfds build" in line, line
     assert not workdir.exists() and not os.listdir(empty)
 

@@ -40,6 +40,8 @@ from kale_jax import checkpoint, storage, workdir_lock
 from kale_jax.errors import StorageError
 from kale_jax.train import outputs
 
+from helpers import one_error_line
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_STEPS = 8
 OVERRIDES = ("--config.train.tensorboard=False", "--config.train.eval_every=100000",
@@ -132,14 +134,6 @@ def _complete_steps(directory):
     return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
 
 
-def _one_error_line(stderr: str) -> str:
-    """The binary's error line: the last line, 'error: ...', and no traceback anywhere."""
-    assert "Traceback" not in stderr, stderr[-3000:]
-    last = stderr.strip().splitlines()[-1]
-    assert last.startswith("error: "), stderr[-3000:]
-    return last
-
-
 @pytest.fixture(scope="module")
 def scenario(env, tmp_path_factory, small_filesystems):
     """Runs the scenario of the module docstring; returns what the tests read."""
@@ -200,7 +194,7 @@ def test_a_second_run_on_a_workdir_in_use_exits_2_at_once_naming_the_first(scena
     assert scenario["first_alive_after_second"], "the first run ended before the second's check"
     assert status == 2, stderr[-3000:]
     assert seconds < 10
-    line = _one_error_line(stderr)
+    line = one_error_line(stderr)
     lock_file = os.path.join(scenario["first_dir"], workdir_lock.LOCK_FILE)
     assert re.fullmatch(rf"error: --workdir={re.escape(scenario['first_dir'])} is in use by "
                         rf"another run \(pid \d+ on host .+, started .+; lock file "
@@ -232,14 +226,14 @@ def test_the_first_run_finishes_untouched_and_logs_saved_only_after_saving(scena
 
 
 def _committed_at_failure(scenario) -> int:
-    line = _one_error_line(scenario["full"][1])
+    line = one_error_line(scenario["full"][1])
     return int(re.search(r"last complete checkpoint: step (\d+) in ", line).group(1))
 
 
 def test_a_full_disk_stops_the_run_with_status_4_and_one_line(scenario):
     status, stderr = scenario["full"]
     assert status == StorageError.exit_status == 4, stderr[-3000:]
-    line = _one_error_line(stderr)
+    line = one_error_line(stderr)
     workdir = scenario["full_dir"]
     checkpoints = os.path.join(workdir, "checkpoints")
     match = re.fullmatch(

@@ -14,6 +14,8 @@ from configs import test as test_config
 from kale_jax import data
 from kale_jax.train import Trainer, TrainState, optim, outputs, schedule, train_and_evaluate
 
+from helpers import max_abs_difference
+
 
 # ------------------------------------------------------------------------------------ schedule
 def test_schedule_is_the_papers_rule():
@@ -68,19 +70,12 @@ def test_refinement_phase_freezes_the_base_and_trains_the_energy():
         snapshots.append(jax.device_get(trainer.parallel.unreplicate(state)))
     assert [trainer.refining(t) for t in range(4)] == [False, False, True, True]
     assert "base_loss" not in trainer.host_metrics(metrics)  # the last iteration's base step
-    moved = _max_abs_difference(snapshots[0].generator_params, snapshots[1].generator_params)
+    moved = max_abs_difference(snapshots[0].generator_params, snapshots[1].generator_params)
     assert moved > 0
-    assert _max_abs_difference(snapshots[1].generator_params, snapshots[3].generator_params) == 0
-    assert _max_abs_difference(snapshots[1].energy_params, snapshots[3].energy_params) > 0
+    assert max_abs_difference(snapshots[1].generator_params, snapshots[3].generator_params) == 0
+    assert max_abs_difference(snapshots[1].energy_params, snapshots[3].energy_params) > 0
     assert int(snapshots[3].base_step) == 4
     assert int(snapshots[3].energy_step) == schedule.energy_steps_until(4, config)
-
-
-def _max_abs_difference(a, b) -> float:
-    diffs = jax.tree_util.tree_map(
-        lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))),
-        a, b)
-    return max(jax.tree_util.tree_leaves(diffs))
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +95,11 @@ def test_one_and_four_devices_train_the_same_parameters(one_device_run, parallel
     assert len(jax.devices()) == 4
     initial, reference = one_device_run
     _, result = _train_steps(jax.devices(), parallel, num_base_steps=3)
-    assert _max_abs_difference(reference, result) < 1e-5
+    assert max_abs_difference(reference, result) < 1e-5
     # Training moved the parameters and the generator's BatchNorm statistics, so the equality
     # above compares something.
-    assert _max_abs_difference(initial.generator_params, reference.generator_params) > 1e-3
-    assert _max_abs_difference(initial.generator_state, reference.generator_state) > 1e-3
+    assert max_abs_difference(initial.generator_params, reference.generator_params) > 1e-3
+    assert max_abs_difference(initial.generator_state, reference.generator_state) > 1e-3
     assert int(result.base_step) == 3
     assert int(result.energy_step) == schedule.energy_steps_until(3, test_config.get_config())
 
@@ -184,8 +179,8 @@ def test_gan_baseline_trains_the_energy_network_and_leaves_a_alone():
     final = jax.device_get(trainer.parallel.local_copy(state))
     scalars = trainer.host_metrics(metrics)
     assert final.log_partition == initial.log_partition != 0.0
-    assert _max_abs_difference(initial.energy_params, final.energy_params) > 1e-4
-    assert _max_abs_difference(initial.generator_params, final.generator_params) > 1e-4
+    assert max_abs_difference(initial.energy_params, final.energy_params) > 1e-4
+    assert max_abs_difference(initial.generator_params, final.generator_params) > 1e-4
     # The logistic losses are sums of softplus terms: positive.
     assert scalars["energy_loss"] > 0 and scalars["base_loss"] > 0
 
