@@ -56,8 +56,10 @@ from kale_jax.errors import CheckpointError
 
 UNREADABLE_SUFFIX = ".unreadable"
 TMP_MARK = ".orbax-checkpoint-tmp"  # in the names of orbax's temporary directories
-# A save is expected to fit when free space >= this many times the last step's size: array
-# files are rewritten whole, and sizes vary a little from step to step (compression).
+# The next save is expected to need at most _FIT_MARGIN times the largest committed step plus
+# one file system block per array: sizes vary with compression, and OCDBT packs the arrays into
+# a varying number of data files (6 to 20 files for the same 40 arrays), each rounded up to whole
+# blocks, so a small state's steps differ by up to 2x on disk.
 _FIT_MARGIN = 1.1
 
 
@@ -90,7 +92,8 @@ class Checkpoints:
             metadata=dict(metadata) if metadata and not read_only else None)
         self._pending: Optional[int] = None  # the step being saved, not yet known committed
         self._failed = False  # the last save failed (reported by WriteFailed)
-        self._last_size: Optional[int] = None  # bytes on disk of the last committed step
+        self._largest_size: Optional[int] = None  # bytes on disk of the largest committed step
+        self._num_arrays = 0  # leaves of the last state saved
         self._warned_full = False
         self._policy = contextlib.ExitStack()
         self.committed_step: Optional[int] = self._manager.latest_step()
@@ -122,7 +125,8 @@ class Checkpoints:
         self._confirm()  # the previous save first: its failure is its own, not this one's
         if step in self._manager.all_steps():
             return False
-        self._check_space(f"checkpoint step {step} needs about")
+        self._num_arrays = len(jax.tree_util.tree_leaves(state))
+        self._check_space(f"checkpoint step {step}")
         logging.info("Saving checkpoint at step %d started.", step)
         # orbax's background writes run on event loops made while the save is pending: a write
         # failing there must not wake a closed loop ("Event loop is closed") nor print the
@@ -171,24 +175,26 @@ class Checkpoints:
         self._failed = False
         self.committed_step = step
         logging.info("Saved checkpoint at step %d.", step)
-        self._last_size = storage.disk_bytes(final)
-        self._check_space("the next checkpoint will need about")
+        self._largest_size = max(self._largest_size or 0, storage.disk_bytes(final))
+        self._check_space("the next checkpoint")
 
-    def _check_space(self, needs: str) -> None:
-        """Warns (once until space is back) when the last step's size exceeds the free space."""
-        if self._last_size is None or jax.process_index() != 0:
+    def _check_space(self, which: str) -> None:
+        """Warns (once until space is back) when the next save may not fit in the free space."""
+        if self._largest_size is None or jax.process_index() != 0:
             return
         free = storage.free_bytes(self.directory)
-        if free is None or free >= _FIT_MARGIN * self._last_size:
+        block = storage.block_bytes(self.directory)
+        need = int(_FIT_MARGIN * self._largest_size) + self._num_arrays * block
+        if free is None or free >= need:
             self._warned_full = False
             return
         if not self._warned_full:
             logging.warning(
-                "Low disk space: %s %s (the size of step %s) but only %s is free in %s; free "
-                "some space or the save will fail and the run stop (exit status 4; it resumes "
-                "from step %s).", needs, storage.human_bytes(self._last_size),
-                self.committed_step, storage.human_bytes(free), self.directory,
-                self.committed_step)
+                "Low disk space: %s may need up to %s (the largest so far took %s) but only %s "
+                "is free in %s; free some space or the save will fail and the run stop (exit "
+                "status 4; it resumes from step %s).", which, storage.human_bytes(need),
+                storage.human_bytes(self._largest_size), storage.human_bytes(free),
+                self.directory, self.committed_step)
             self._warned_full = True
 
     def _temporary(self, step: Optional[int] = None) -> List[str]:

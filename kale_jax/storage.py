@@ -174,16 +174,32 @@ def write_atomically(path: str, content, what: str = "a file") -> None:
             raise
 
 
-def free_bytes(path: str) -> Optional[int]:
-    """Free bytes (for this user) on the file system holding `path` or its nearest existing
-    parent; None when that cannot be read."""
+def _nearest_existing(path: str) -> str:
+    """`path` if it exists, else its nearest existing parent."""
     probe = os.path.abspath(path)
     while not os.path.exists(probe) and os.path.dirname(probe) != probe:
         probe = os.path.dirname(probe)
+    return probe
+
+
+def free_bytes(path: str) -> Optional[int]:
+    """Free bytes (for this user) on the file system holding `path` or its nearest existing
+    parent; None when that cannot be read."""
+    probe = _nearest_existing(path)
     try:
         return shutil.disk_usage(probe).free
     except OSError:
         return None
+
+
+def block_bytes(path: str) -> int:
+    """The allocation block of the file system holding `path` or its nearest existing parent
+    (4096 when it cannot be read): the least a non-empty file takes on disk."""
+    probe = _nearest_existing(path)
+    try:
+        return os.statvfs(probe).f_frsize or 4096
+    except (OSError, AttributeError):
+        return 4096
 
 
 def disk_bytes(path: str) -> int:
