@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -70,6 +71,9 @@ def test_every_claim_has_a_section_with_figures(run):
         assert results[claim]["figures"], claim
         for name in results[claim]["figures"]:
             assert name.endswith(".png") and os.path.getsize(os.path.join(out, name)) > 0
+        environment = results[claim]["environment"]
+        assert environment["jax_devices"] == jax.device_count(), claim
+        assert environment["cores"] == os.cpu_count() and environment["load_average_end"] >= 0
 
 
 def test_sphere3d_and_digits(run):

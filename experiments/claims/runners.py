@@ -21,6 +21,32 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ('unknown' elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def environment(load_at_start) -> Dict[str, Any]:
+    """What a claim's numbers and times depend on besides the code: the CPU, the JAX devices, the
+    XLA flags (conv nets' results change with the device split and XNNPACK) and the 1-minute load
+    average at start and end (a wall time is only an idle machine's when both are near the
+    claim's own threads)."""
+    import jax  # pylint: disable=g-import-not-at-top
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "jax_devices": jax.device_count(),
+            "jax_backend": jax.default_backend(),
+            "JAX_NUM_CPU_DEVICES": os.environ.get("JAX_NUM_CPU_DEVICES"),
+            "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
+            "load_average_start": round(load_at_start, 2),
+            "load_average_end": round(os.getloadavg()[0], 2)}
+
+
 def fold_flows(out: str) -> bool:
     """Copies OUT/flows.json into claims.json under "flows"; returns whether the file existed.
 
@@ -83,6 +109,7 @@ def run(claim: str, *, tiny: bool, out: str, workdir: str, seed: int,
         started: float | None = None) -> Dict[str, Any]:
     """Runs `claim`, writes its section of OUT/claims.json; returns the whole file's content."""
     started = time.monotonic() if started is None else started
+    load_at_start = os.getloadavg()[0]
     os.makedirs(out, exist_ok=True)
     if claim == "flows":
         if not fold_flows(out):
@@ -95,6 +122,7 @@ def run(claim: str, *, tiny: bool, out: str, workdir: str, seed: int,
     # CPU time of this process (all threads): on a machine shared with other jobs the wall time
     # overstates the cost; on 2 dedicated cores the wall time is at least cpu_seconds / 2.
     section["cpu_seconds"] = round(time.process_time(), 1)
+    section["environment"] = environment(load_at_start)
     results = common.update_results(out, claim, section)
     if fold_flows(out):
         results = common.read_results(out)
