@@ -4,7 +4,8 @@
         --config.data.data_dir=/path/to/tensorflow_datasets
 
 The data must be prepared first (nothing downloads during training):
-    tfds build cifar10 --data_dir=/path/to/tensorflow_datasets
+    python -m experiments.prepare_data --config=configs/cifar10.py \
+        --config.data.data_dir=/path/to/tensorflow_datasets
 Held-out data (eval.*): the official 10k test split.
 
 `paper_recipe` below is shared by the four image configs (cifar10, celeba, imagenet32, lsun).
