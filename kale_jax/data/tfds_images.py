@@ -283,12 +283,16 @@ def prepare_command(data_config: Mapping[str, Any], data_dir: str) -> str:
 
 
 def _not_prepared_message(data_config: Mapping[str, Any], builder) -> str:
+    from kale_jax.data import tfds_prepare  # pylint: disable=g-import-not-at-top
     spec = image_set(data_config)
     root = str(builder.data_dir_root)
     return (f"Dataset '{spec.tfds_name}' is not prepared in data_dir '{root}' (no "
             f"{builder.data_dir}); nothing downloads while training: prepare it once with "
             f"`{prepare_command(data_config, root)}`; it reads "
-            f"{', '.join(spec.manual_files)} from --manual_dir if there, else downloads them.")
+            f"{', '.join(spec.manual_files)} from --manual_dir, "
+            + ("which must hold them (downloaded by hand; the command says from where)."
+               if spec.tfds_name in tfds_prepare.MANUAL_ONLY else
+               "or downloads what is not there."))
 
 
 def prepare(data_config: Mapping[str, Any]) -> None:
