@@ -141,9 +141,10 @@ def test_missing_manual_files_are_each_named(manual, tmp_path):
         tfds_prepare.prepare(data, manual_dir=str(partial), echo=lambda line: None)
     message = str(raised.value)
     assert "\n" not in message and f"missing from --manual_dir={partial}" in message
-    for name in ("img_align_celeba.zip (1.34 GiB) from the CelebA Google Drive",
-                 "list_attr_celeba.txt", "list_landmarks_align_celeba.txt",
-                 "identity_CelebA.txt"):
+    for name in ("img_align_celeba.zip (1.34 GiB, folder Img, Align&Cropped Images), ",
+                 "list_attr_celeba.txt (25.5 MiB, folder Anno)",
+                 "list_landmarks_align_celeba.txt", "identity_CelebA.txt",
+                 ", from the CelebA Google Drive linked from https://mmlab.ie.cuhk.edu.hk/"):
         assert name in message
     assert "list_eval_partition.txt" not in message
     with pytest.raises(DataError, match=r"no --manual_dir was given; download img_align_celeba"):

@@ -41,25 +41,22 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 from kale_jax.data import tfds_images
 from kale_jax.errors import DataError
 
-_CELEBA_DRIVE = ("the CelebA Google Drive linked from "
-                 "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html")
-# Where a user gets each source file (the folder of the official page or site it is in).
-ORIGINS: Dict[str, Dict[str, str]] = {
-    "cifar10": {"cifar-10-binary.tar.gz":
-                "https://www.cs.toronto.edu/~kriz/cifar.html (CIFAR-10 binary version)"},
-    "celeb_a": {
-        "img_align_celeba.zip": f"{_CELEBA_DRIVE}, folder Img (Align&Cropped Images)",
-        "list_eval_partition.txt": f"{_CELEBA_DRIVE}, folder Eval",
-        "list_attr_celeba.txt": f"{_CELEBA_DRIVE}, folder Anno",
-        "list_landmarks_align_celeba.txt": f"{_CELEBA_DRIVE}, folder Anno",
-        "identity_CelebA.txt": f"{_CELEBA_DRIVE}, folder Anno",
-    },
-    "downsampled_imagenet/32x32": {
-        name: "https://image-net.org/download-images.php (after login; Downsampled ImageNet "
-              "32x32, the tar archives of image files)"
-        for name in ("train_32x32.tar", "valid_32x32.tar")},
-    "lsun/bedroom": {name: "http://dl.yf.io/lsun/scenes/ (https://github.com/fyu/lsun)"
-                     for name in ("bedroom_train_lmdb.zip", "bedroom_val_lmdb.zip")},
+# Where a user gets each source file: (the site or folder all of a set's files come from,
+# {file name: where in it, or ''}).
+ORIGINS: Dict[str, Tuple[str, Dict[str, str]]] = {
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar.html",
+                {"cifar-10-binary.tar.gz": "CIFAR-10 binary version"}),
+    "celeb_a": ("the CelebA Google Drive linked from "
+                "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html", {
+                    "img_align_celeba.zip": "folder Img, Align&Cropped Images",
+                    "list_eval_partition.txt": "folder Eval",
+                    "list_attr_celeba.txt": "folder Anno",
+                    "list_landmarks_align_celeba.txt": "folder Anno",
+                    "identity_CelebA.txt": "folder Anno"}),
+    "downsampled_imagenet/32x32": (
+        "https://image-net.org/download-images.php after login (Downsampled ImageNet 32x32, "
+        "the tar archives of image files)", {}),
+    "lsun/bedroom": ("http://dl.yf.io/lsun/scenes/ (https://github.com/fyu/lsun)", {}),
 }
 # Sets whose files must be in the manual directory: tfds' URLs do not serve them reliably.
 MANUAL_ONLY: Dict[str, str] = {
@@ -140,7 +137,7 @@ def plan(data_config: Mapping[str, Any], manual_dir: Optional[str] = None) -> Pl
         files.append(SourceFile(
             filename=filename, url=url, size=None if info is None else int(info.size),
             sha256=None if info is None else info.checksum,
-            origin=ORIGINS.get(name, {}).get(filename, url),
+            origin=_origin(name, filename, url),
             path=path if path is not None and os.path.isfile(path) else None))
     return Plan(name=name, data_dir=str(builder.data_dir_root), dataset_dir=str(builder.data_dir),
                 manual_dir=manual_dir, splits=(spec.train_split, spec.eval_split),
@@ -183,8 +180,13 @@ def check(steps: Plan, *, reach: Optional[Callable[[str], Optional[str]]] = None
     fix = f"--manual_dir={steps.manual_dir or 'DIR'}"
     missing = [f for f in steps.files if f.path is None]
     if steps.name in MANUAL_ONLY and missing:
-        where = "; ".join(f"{f.filename} ({format_size(f.size)}) from {f.origin}"
-                          for f in missing)
+        source, details = ORIGINS[steps.name]
+        named = []
+        for f in missing:
+            notes = [format_size(f.size)] + ([details[f.filename]] if f.filename in details
+                                             else [])
+            named.append(f"{f.filename} ({', '.join(notes)})")
+        where = ", ".join(named) + f", from {source}"
         if steps.manual_dir:
             raise DataError(f"'{steps.name}' needs its source files downloaded by hand "
                             f"({MANUAL_ONLY[steps.name]}); missing from --manual_dir="
@@ -273,6 +275,12 @@ def _build(builder, steps: Plan) -> None:
         raise DataError(f"download failed for '{steps.name}' (no network or the server "
                         f"refused: {type(error).__name__}: {text[:300]}); rerun when online, or "
                         "put the source files in a directory and pass --manual_dir=DIR") from None
+
+
+def _origin(name: str, filename: str, url: str) -> str:
+    source, details = ORIGINS.get(name, (url, {}))
+    detail = details.get(filename)
+    return f"{source}, {detail}" if detail else source
 
 
 def _head(url: str) -> Optional[str]:
