@@ -189,9 +189,10 @@ def load(workdir: str, step: Optional[int] = None) -> GEBM:
     workdir = os.path.abspath(os.path.expanduser(os.fspath(workdir)))
     config = read_config(workdir)
     if config.get("train", {}).get("criterion", None) == "ebm":
-        raise CheckpointError(f"{workdir} holds an energy-only EBM (config.train.criterion='ebm'), "
-                              "which has no base to sample through; kale_jax.load loads GEBMs "
-                              "(the EBM's energy is in its checkpoint, see kale_jax.train.ebm_loop)")
+        raise CheckpointError(f"{workdir} holds an energy-only EBM (config.train.criterion="
+                              "'ebm'), which has no base to sample through; kale_jax.load loads "
+                              "GEBMs (the EBM's energy is in its checkpoint, see "
+                              "kale_jax.train.ebm_loop)")
     state, step, trainer = restore(config, workdir, step)
     floor = config.model.get("energy_floor", None)
     model = sampling.Model(trainer.spec.generator, trainer.spec.energy,

@@ -258,7 +258,8 @@ def _build(builder, steps: Plan) -> None:
     """builder.download_and_prepare, with tfds' download failures as one-line DataErrors."""
     import requests  # pylint: disable=g-import-not-at-top
     tfds = tfds_images._tfds()  # pylint: disable=protected-access
-    from tensorflow_datasets.core.download import download_manager  # pylint: disable=g-import-not-at-top
+    from tensorflow_datasets.core.download import (  # pylint: disable=g-import-not-at-top
+        download_manager)
     config = tfds.download.DownloadConfig(
         manual_dir=steps.manual_dir, try_download_gcs=False,
         compute_stats=tfds.download.ComputeStatsMode.SKIP)
