@@ -128,6 +128,15 @@ def test_errors_are_one_line_and_name_the_path(trained_workdir, tmp_path):
     assert "step=1 is not a committed checkpoint" in _one_line(raised.value)
     assert "saved steps: [2, 3]" in str(raised.value)
 
+    ebm = tmp_path / "ebm"
+    ebm.mkdir()
+    saved = json.loads(open(os.path.join(workdir, "config.json")).read())
+    saved["train"]["criterion"] = "ebm"
+    (ebm / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(CheckpointError) as raised:
+        kale_jax.load(str(ebm))
+    assert "holds an energy-only EBM" in _one_line(raised.value)
+
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError) as raised:
