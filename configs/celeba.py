@@ -4,9 +4,11 @@
         --config.data.data_dir=/path/to/tensorflow_datasets
 
 Prepare the data first (nothing downloads during training):
-    tfds build celeb_a --data_dir=/path/to/tensorflow_datasets [--manual_dir=DIR]
-(Google Drive often refuses the download: put img_align_celeba.zip, list_eval_partition.txt,
-list_attr_celeba.txt, list_landmarks_align_celeba.txt and identity_CelebA.txt in DIR.)
+    python -m experiments.prepare_data --config=configs/celeba.py \
+        --config.data.data_dir=/path/to/tensorflow_datasets --manual_dir=DIR
+with img_align_celeba.zip, list_eval_partition.txt, list_attr_celeba.txt,
+list_landmarks_align_celeba.txt and identity_CelebA.txt from the CelebA Google Drive in DIR
+(Google Drive refuses automatic downloads; kale_jax.data.tfds_prepare says where each file is).
 
 Images: the 218x178 aligned faces, centre 140x140 crop (data.crop_size), resized to
 data.image_size (see kale_jax.data.tfds_images). Held-out data (eval.*): the official 'test'

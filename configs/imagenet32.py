@@ -4,8 +4,8 @@
         --config.data.data_dir=/path/to/tensorflow_datasets
 
 Prepare the data first (nothing downloads during training):
-    tfds build downsampled_imagenet/32x32 --data_dir=/path/to/tensorflow_datasets \
-        --manual_dir=DIR
+    python -m experiments.prepare_data --config=configs/imagenet32.py \
+        --config.data.data_dir=/path/to/tensorflow_datasets --manual_dir=DIR
 with train_32x32.tar and valid_32x32.tar (from image-net.org, which needs a login) in DIR.
 
 Held-out data (eval.*): the 50k 'validation' images (tfds has no test split). The authors' code

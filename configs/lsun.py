@@ -5,8 +5,9 @@
 
 Prepare the data first (nothing downloads during training; reading LSUN's LMDB files needs
 `pip install tensorflow-io` at preparation time only):
-    tfds build lsun/bedroom --data_dir=/path/to/tensorflow_datasets [--manual_dir=DIR]
-(or put bedroom_train_lmdb.zip and bedroom_val_lmdb.zip in DIR).
+    python -m experiments.prepare_data --config=configs/lsun.py \
+        --config.data.data_dir=/path/to/tensorflow_datasets [--manual_dir=DIR]
+(downloads 43 GiB, or reads bedroom_train_lmdb.zip and bedroom_val_lmdb.zip from DIR).
 
 Images: shorter side resized to data.image_size, then the centre square (as the authors' code
 did, with torchvision's Resize + CenterCrop). Held-out data (eval.*): LSUN's 'validation' set,

@@ -1,6 +1,6 @@
 """The KALE objective and its companions, as pure functions of energy arrays.
 
-Notation (DESIGN.md section 1): P is the data distribution, G the base (the generator's
+Notation (docs/math.md): P is the data distribution, G the base (the generator's
 pushforward), E the energy, A a scalar log-partition estimate.
 
 * energy arrays: `e_data` holds E(x) for a batch x ~ P, shape (n,); `e_fake` holds E(y) for a batch

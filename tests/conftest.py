@@ -82,3 +82,22 @@ def small_filesystems(tmp_path_factory):
     filesystems = SmallFilesystems(str(tmp_path_factory.mktemp("small_filesystems")))
     yield filesystems
     filesystems.unmount_all()
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory):
+    """A tiny GEBM trained in-process once per session, for tests that load a trained model.
+
+    configs/test.py (the ring, an mlp pair with latent 4 and BatchNorm in the generator), 3 base
+    steps without TensorBoard: the same compiled steps as tests/test_train.py's resume test.
+    Checkpoints are committed at base steps 2 and 3. Returns (workdir, config, final state).
+    """
+    import jax  # pylint: disable=g-import-not-at-top
+    from configs import test as test_config  # pylint: disable=g-import-not-at-top
+    from kale_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
+    config = test_config.get_config()
+    config.train.num_steps = 3
+    config.train.tensorboard = False
+    workdir = str(tmp_path_factory.mktemp("trained") / "ring")
+    state = train_and_evaluate(config, workdir)
+    return workdir, config, jax.device_get(state)

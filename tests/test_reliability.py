@@ -330,7 +330,7 @@ def test_missing_dataset_one_line_exit_2_nothing_written(env, tmp_path):
                        f"--config.data.data_dir={empty}")
     assert status == 2
     line = one_error_line(log)
-    assert "cifar10" in line and str(empty) in line and "tfds build" in line, line
+    assert "cifar10" in line and str(empty) in line and "experiments.prepare_data" in line, line
     assert not workdir.exists() and not os.listdir(empty)
 
 

@@ -188,7 +188,8 @@ def test_not_prepared_error_names_dataset_directory_and_command(tmp_path):
     message = str(raised.value)
     assert "\n" not in message
     assert "'cifar10'" in message and f"'{empty}'" in message
-    assert f"tfds build cifar10 --data_dir={empty}" in message
+    assert (f"python -m experiments.prepare_data --config=configs/cifar10.py "
+            f"--config.data.data_dir={empty}`") in message
     assert isinstance(raised.value, ValueError)
 
     manual = os.path.join(empty, "manual")
@@ -197,7 +198,8 @@ def test_not_prepared_error_names_dataset_directory_and_command(tmp_path):
                                   num_examples=4)
     message = str(raised.value)
     assert "\n" not in message and "'celeb_a'" in message
-    assert f"tfds build celeb_a --data_dir={empty} --manual_dir={manual}" in message
+    assert (f"python -m experiments.prepare_data --config=configs/celeba.py "
+            f"--config.data.data_dir={empty} --manual_dir={manual}`") in message
     assert "img_align_celeba.zip" in message
 
 

@@ -62,10 +62,13 @@ Order, resume and processes (multi-host):
 Data location: ``data.data_dir`` (tfds' default, $TFDS_DATA_DIR or ~/tensorflow_datasets, when
 empty). Nothing downloads while training: a data set that is not prepared raises
 DatasetNotPreparedError with one line naming the data set, the directory and the command that
-prepares it (``tfds build NAME --data_dir=DIR [--manual_dir=DIR]`` or `prepare` below).
+prepares it (``python -m experiments.prepare_data --config=CONFIG --config.data.data_dir=DIR
+[--manual_dir=DIR]``, i.e. kale_jax.data.tfds_prepare, which needs no Apache Beam).
 Manual downloads: with ``data.manual_dir`` set, `prepare` (and the printed command) takes the
 source archives from there (file names as in tfds' checksums: CelebA's Google Drive quota and
-image-net.org's login make this the usual route; LSUN also needs ``pip install tensorflow-io``).
+image-net.org's login make this the only route for those two; LSUN also needs
+``pip install tensorflow-io``). kale_jax.data.tfds_prepare lists every file and where it comes
+from.
 
 TensorFlow is imported on first use, never at import of kale_jax, and is hidden from GPUs
 (``tf.config.set_visible_devices([], 'GPU')``) so it leaves accelerator memory to JAX.
@@ -263,30 +266,41 @@ def _builder(data_config: Mapping[str, Any]):
 
 
 def prepare_command(data_config: Mapping[str, Any], data_dir: str) -> str:
-    """The shell command that downloads and prepares the data set into `data_dir`."""
+    """The shell command that prepares the data set into `data_dir` (experiments.prepare_data;
+    run from the repository root). `--manual_dir` is named when ``data.manual_dir`` is set or
+    the set's files must be downloaded by hand (CelebA, ImageNet 32x32)."""
+    from kale_jax.data import tfds_prepare  # pylint: disable=g-import-not-at-top
     spec = image_set(data_config)
-    command = f"tfds build {spec.tfds_name} --data_dir={data_dir}"
+    config_file = tfds_prepare.CONFIG_FILES[spec.tfds_name]
+    command = (f"python -m experiments.prepare_data --config={config_file} "
+               f"--config.data.data_dir={data_dir}")
     manual_dir = _dir_option(data_config, "manual_dir")
     if manual_dir is not None:
         command += f" --manual_dir={manual_dir}"
+    elif spec.tfds_name in tfds_prepare.MANUAL_ONLY:
+        command += " --manual_dir=DIR"
     return command
 
 
 def _not_prepared_message(data_config: Mapping[str, Any], builder) -> str:
+    from kale_jax.data import tfds_prepare  # pylint: disable=g-import-not-at-top
     spec = image_set(data_config)
     root = str(builder.data_dir_root)
     return (f"Dataset '{spec.tfds_name}' is not prepared in data_dir '{root}' (no "
             f"{builder.data_dir}); nothing downloads while training: prepare it once with "
-            f"`{prepare_command(data_config, root)}` (or kale_jax.data.tfds_images.prepare); "
-            f"to skip downloading, put {', '.join(spec.manual_files)} in a manual_dir and pass "
-            f"--manual_dir.")
+            f"`{prepare_command(data_config, root)}`; it reads "
+            f"{', '.join(spec.manual_files)} from --manual_dir, "
+            + ("which must hold them (downloaded by hand; the command says from where)."
+               if spec.tfds_name in tfds_prepare.MANUAL_ONLY else
+               "or downloads what is not there."))
 
 
 def prepare(data_config: Mapping[str, Any]) -> None:
     """Download (or take from ``data.manual_dir``) and prepare the data set in ``data.data_dir``.
 
-    Run once, before training (the training pipeline never downloads). Equivalent to
-    `prepare_command`. Statistics are not computed (tfds' optional dataset statistics).
+    Run once, before training (the training pipeline never downloads). No checks and no plan:
+    kale_jax.data.tfds_prepare.prepare (what `prepare_command` runs) checks the source files
+    and the network first. Statistics are not computed (tfds' optional dataset statistics).
     """
     tfds = _tfds()
     builder = _builder(data_config)

@@ -116,7 +116,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     compiles nothing, so it costs milliseconds.
 
     Args:
-      config: the full training config (layout in COMMON.md / configs/default.py).
+      config: the full training config (layout in configs/default.py).
       num_devices: the device count the run will use; the global batch must divide by it.
     """
     from kale_jax import data, networks  # pylint: disable=g-import-not-at-top
