@@ -250,6 +250,10 @@ def _describe_flag_error(error: Exception, argv: Sequence[str], config_value) ->
                 message = None
             if message:
                 return message
+    if "Error whilst parsing config file" in str(error):  # ml_collections wraps get_config's
+        last = [line for line in str(error).splitlines() if line.strip()][-1].strip()
+        ours = re.match(r"kale_jax\.errors\.\w+: (.*)$", last)  # a UserError: its own message
+        return ours.group(1) if ours else f"--{_CONFIG_FLAG}={config_value}: {last}"
     if isinstance(error, flags.UnrecognizedFlagError):
         name = error.flagname
         known = [n for n in flags.FLAGS if not n.startswith(f"{_CONFIG_FLAG}.")]
@@ -315,9 +319,7 @@ def parse_flags(argv: List[str], default_config=None) -> List[str]:
     sys.argv = argv  # ml_collections reads the --config.* overrides from sys.argv
     try:
         return flags.FLAGS(argv)
-    except Exception as error:  # pylint: disable=broad-except
-        if isinstance(error, (KeyboardInterrupt, SystemExit)):
-            raise
+    except Exception as error:  # pylint: disable=broad-except  # (--help exits: SystemExit)
         _fail(_describe_flag_error(error, argv, config_value))
 
 

@@ -148,7 +148,8 @@ class EventWriter:
     """Appends summaries to a new event file in `logdir`
     (events.out.tfevents.<time>.<host>.<pid>.<n>; TensorBoard reads every such file).
 
-    Writes go to a buffered file; `flush` pushes them to the OS. Not thread-safe.
+    Each event is one unbuffered write, so TensorBoard sees it at once and a crash loses
+    nothing written. Not thread-safe.
 
     Args:
       logdir: directory of the event file (created if missing).
@@ -162,9 +163,8 @@ class EventWriter:
         name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
                 f"{os.getpid()}.{EventWriter._count}")
         self.path = os.path.join(logdir, name)
-        self._file = open(self.path, "ab")
+        self._file = open(self.path, "ab", buffering=0)
         self._write(_event(0, time.time(), file_version=FILE_VERSION))
-        self.flush()
 
     def _write(self, event: bytes) -> None:
         if self._file is None:
