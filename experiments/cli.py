@@ -62,7 +62,7 @@ def run(main: Callable, *, default_config: Optional[Callable[[List[str]], str]] 
 
 def _fail(message: str, status: int = USER_ERROR_STATUS) -> None:
     """Prints `error: message` as one line on stderr and exits with `status`."""
-    one_line = " ".join(str(message).split())
+    one_line = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
     print(f"error: {one_line}", file=sys.stderr, flush=True)
     sys.exit(status)
 
