@@ -164,7 +164,11 @@ def resolve_config_path(value: str) -> str:
             if not os.access(candidate, os.R_OK):
                 raise ConfigError(f"--config={value}: {candidate} is not readable (permission "
                                   "denied); fix its permissions or copy it")
-            return candidate + colon + argument if candidate != path else value
+            if candidate == path:
+                return value
+            if importlib.util.find_spec("configs") is None:  # configs/*.py import configs.*
+                sys.path.append(os.path.dirname(configs_dir()))
+            return candidate + colon + argument
     shipped = sorted(os.path.relpath(p, os.path.dirname(configs_dir()))
                      for p in glob.glob(os.path.join(configs_dir(), "*.py"))
                      if not p.endswith("__init__.py"))
@@ -175,21 +179,21 @@ def resolve_config_path(value: str) -> str:
                       f"shipped configs: {', '.join(shipped)}")
 
 
-def _overrides(argv: Sequence[str]) -> List[tuple]:
-    """(flag as given, 'train.num_steps', value or None) for every --config.* override in argv."""
+def _overrides(argv: Sequence[str]) -> List[str]:
+    """The dotted keys ('train.num_steps') of the --config.* overrides in argv."""
     out = []
     for arg in argv[1:]:
-        match = re.match(rf"--?(no)?{_CONFIG_FLAG}\.([^=]+)(=(.*))?$", arg)
+        match = re.match(rf"--?(no)?{_CONFIG_FLAG}\.([^=]+)", arg)
         if match:
-            out.append((arg.split("=", 1)[0], match.group(2), match.group(4)))
+            out.append(match.group(2))
     return out
 
 
 def _load_for_diagnosis(value: str):
     """The config a --config value names (unlocked), or None if it cannot be loaded."""
-    from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+    from ml_collections.config_flags import config_flags  # pylint: disable=g-import-not-at-top
     try:
-        config = config_flags.config_flags.ConfigFileFlagParser(_CONFIG_FLAG, lock_config=False).parse(value)
+        config = config_flags.ConfigFileFlagParser(_CONFIG_FLAG, lock_config=False).parse(value)
     except Exception:  # pylint: disable=broad-except
         return None
     return config if hasattr(config, "keys") else None
@@ -243,7 +247,7 @@ def _describe_flag_error(error: Exception, argv: Sequence[str], config_value) ->
     if config_value is not None and overrides:
         config = _load_for_diagnosis(config_value)
     if config is not None:  # an unknown key explains most errors of the config overrides
-        for _, path, _ in overrides:
+        for path in overrides:
             try:
                 message = describe_override_error(config, path)
             except Exception:  # pylint: disable=broad-except

@@ -1,4 +1,5 @@
-"""The training config saved in a workdir, as a config file: `--config=experiments/workdir_config.py:WORKDIR`.
+"""The training config saved in a workdir, as a config file for --config:
+`--config=experiments/workdir_config.py:WORKDIR`.
 
 Training writes WORKDIR/config.json (the full config after the command line's overrides).
 `get_config(workdir)` reads it back as an ml_collections ConfigDict that command-line overrides
