@@ -1,6 +1,7 @@
 """Progress of a long loop in a binary, with rate and ETA: one line updating in place on a
 terminal (tqdm), a log line per update otherwise (a log file or a pipe keeps every line)."""
 import math
+import os
 import sys
 import time
 from typing import Optional, TextIO
@@ -13,6 +14,16 @@ def _is_terminal(stream) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+def _terminal_size(stream) -> tuple:
+    """(columns, rows) of the stream's terminal; (100, 24) for a size unknown or reported as 0
+    (a pty nobody sized, where tqdm would print nothing)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return 100, 24
+    return size.columns or 100, size.lines or 24
 
 
 def format_duration(seconds: float) -> str:
@@ -50,8 +61,9 @@ class Progress:
         self._bar = None
         if _is_terminal(stream):
             from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+            columns, rows = _terminal_size(stream)
             self._bar = tqdm(total=self.total, desc=description, unit=unit, unit_scale=True,
-                             file=stream, dynamic_ncols=True, smoothing=0.3)
+                             file=stream, ncols=columns, nrows=rows, smoothing=0.3)
 
     @property
     def on_terminal(self) -> bool:

@@ -1,11 +1,16 @@
 """experiments.progress: rate and ETA (on a controlled clock), log lines off a terminal, one tqdm
-line updated in place on a terminal."""
+line updated in place on a real pseudo-terminal."""
 import io
-import re
+import os
+import pty
+import subprocess
+import sys
 
 from absl import logging as absl_logging
 
 from experiments import progress
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class _Clock:
@@ -14,11 +19,6 @@ class _Clock:
 
     def __call__(self):
         return self.now
-
-
-class _Terminal(io.StringIO):
-    def isatty(self):
-        return True
 
 
 def test_rate_leaves_out_the_first_chunk_and_eta_follows(monkeypatch):
@@ -39,19 +39,40 @@ def test_rate_leaves_out_the_first_chunk_and_eta_follows(monkeypatch):
     shown.close()
 
 
-def test_terminal_gets_one_updating_tqdm_line_and_no_log_lines(monkeypatch):
-    logged = []
-    monkeypatch.setattr(absl_logging, "info", lambda fmt, *args: logged.append(fmt % args))
-    terminal = _Terminal()
-    shown = progress.Progress(16, "beta 2", stream=terminal)
-    assert shown.on_terminal
-    shown.update(8)
-    shown.update(8)
-    shown.close()
-    text = terminal.getvalue()
-    assert "\r" in text and "beta 2" in text and "samples/s" in text
-    assert re.search(r"16(\.0)?/16(\.0)?", text), text
-    assert text.count("\n") <= 1 and not logged
+def _on_a_pty(code: str) -> bytes:
+    """What `python -c code` writes to a fresh pseudo-terminal (no size set, as under `script`
+    or some CI runners) as its stdout and stderr."""
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=slave,
+                                   stderr=slave)
+    finally:
+        os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert process.wait(timeout=60) == 0, out
+    return out
+
+
+def test_terminal_gets_one_updating_tqdm_line_and_no_log_lines():
+    out = _on_a_pty("import sys, time\n"
+                    "from experiments import progress\n"
+                    "shown = progress.Progress(16, 'beta 2')\n"
+                    "on_terminal = shown.on_terminal\n"
+                    "shown.update(8); time.sleep(0.05); shown.update(8); shown.close()\n"
+                    "print(on_terminal)\n").decode()
+    bar, printed = out.rsplit("\r\n", 2)[:2]
+    assert printed == "True" and bar.count("\r") >= 2, out  # updated in place, one line
+    assert "beta 2: 100%" in bar and "16.0/16.0" in bar and "samples/s]" in bar, out
+    assert "ETA" not in out and "\n" not in bar  # no log lines
 
 
 def test_format_duration():
