@@ -1,8 +1,14 @@
 r"""Samples a trained GEBM and measures it along the MCMC chain, at one or several temperatures.
 
-    python -m experiments.sample --config=configs/digits.py --workdir=workdirs/digits \
+    python -m experiments.sample --workdir=workdirs/digits [--config=configs/digits.py] \
         [--preset=authors_kla] [--config.sample.betas=0.01,1,100] \
         [--config.sampler.kernel=kla --config.sampler.num_steps=500 --config.sample.num_samples=...]
+
+The config defaults to the training run's WORKDIR/config.json (experiments/workdir_config.py),
+so the training overrides need not be typed again; --config=FILE replaces it, and --config.*
+overrides apply on top of either. Installed, the binary is the console script `kale-sample`.
+Progress: one updating line with rate and ETA on a terminal (tqdm), a log line per chunk
+otherwise.
 
 Loads the latest checkpoint in WORKDIR (or --step), draws config.sample.num_samples latent chains
 with config.sampler (kale_jax.sampling: chunks of config.sample.chunk_size, sharded over all local
@@ -92,9 +98,10 @@ def _define_flags() -> None:
     flags.DEFINE_integer("step", None, "Checkpoint step to sample (default: the latest).")
     flags.DEFINE_string("preset", None, "Sampler preset (kale_jax.sampling.PRESETS) applied to "
                         "config.sampler; explicit --config.sampler.* flags win over it.")
-    config_flags.DEFINE_config_file("config", None, "The training config (configs/*.py).",
+    config_flags.DEFINE_config_file("config", None, "The training config (configs/*.py); "
+                                    "default: WORKDIR/config.json, the training run's config.",
                                     lock_config=True)
-    flags.mark_flags_as_required(["config", "workdir"])
+    flags.mark_flags_as_required(["workdir"])
 
 
 def validate_sample_config(config) -> None:
@@ -321,6 +328,8 @@ def _sample_beta(sampler, key, g_vars, e_vars, beta, s, *, keep_samples, extract
                kept=[[] for _ in range(num_records)], seconds=0.0,
                running=[statistics.RunningStatistics(keep=s.kid_subset_size * 4)
                         for _ in range(num_records)] if extractor is not None else None)
+    from experiments import progress  # pylint: disable=g-import-not-at-top
+    shown = progress.Progress(s.num_samples, f"beta {beta:g}", unit="samples")
     chunk_started = time.monotonic()
     for chunk in sampler.chunks(key, g_vars, e_vars, s.num_samples, beta=beta):
         out["seconds"] += time.monotonic() - chunk_started
@@ -344,9 +353,9 @@ def _sample_beta(sampler, key, g_vars, e_vars, beta, s, *, keep_samples, extract
                     out["kept"][r].append(chunk.samples[r, :s.mmd_num_samples - have])
             if extractor is not None:
                 out["running"][r].update(extractor(chunk.samples[r]))
-        logging.info("beta %g: sampled chains %d-%d of %d", beta, chunk.start,
-                     chunk.start + chunk.samples.shape[1] - 1, s.num_samples)
+        shown.update(chunk.samples.shape[1])
         chunk_started = time.monotonic()
+    shown.close()
     out["kept"] = [np.concatenate(x) for x in out["kept"]] if keep_samples else None
     out["saved_gebm"] = np.concatenate(out["saved_gebm"]).astype(np.float32)
     out["saved_base"] = (np.concatenate(out["saved_base"]).astype(np.float32) if save_base
@@ -593,6 +602,12 @@ def main(argv):
     print(json.dumps(sample_outputs.json_safe(summary(results))), flush=True)
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The `kale-sample` console script (pyproject.toml); also `python -m experiments.sample`."""
+    from experiments import workdir_config  # pylint: disable=g-import-not-at-top
     _define_flags()
-    cli.run(main)
+    cli.run(main, default_config=workdir_config.default_flag)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,5 +1,8 @@
 r"""Trains a GEBM with KALE: python -m experiments.train --config=configs/default.py --workdir=DIR
 
+Installed, the same binary is the console script `kale-train` (any working directory: a
+--config=configs/NAME.py that does not exist there is read from the installed package).
+
 Config keys can be overridden on the command line (--config.train.num_steps=10). A workdir that
 holds checkpoints is resumed from its latest readable one; SIGTERM (e.g. TPU preemption) or SIGINT
 saves a checkpoint and exits with status 0. One run at a time per workdir: a run holds
@@ -66,5 +69,10 @@ def main(argv):
     train_and_evaluate(FLAGS.config, FLAGS.workdir, config_source=_config_source())
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The `kale-train` console script (pyproject.toml)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -2,9 +2,9 @@
 
 * WORKDIR/metrics.jsonl: one JSON object per line, each with an integer 'step' (base steps) and
   float metrics.
-* TensorBoard event files in WORKDIR (tf.summary scalars, same names as metrics.jsonl). TensorFlow
-  is imported lazily, only when a writer is opened, and is hidden from GPUs/TPUs so it never takes
-  accelerator memory from JAX.
+* TensorBoard event files in WORKDIR (kale_jax.train.events, no TensorFlow): the scalars of
+  metrics.jsonl under the same names, the config as text, and each evaluation's pictures
+  (WORKDIR/samples/*_<step>.png) as images under samples/<kind>.
 * WORKDIR/samples/*.png: image grids (image data) or scatter plots (2-D / 3-D vector data), drawn
   with matplotlib's Agg backend (no display needed).
 
@@ -16,6 +16,7 @@ Nothing is written at import.
 """
 from __future__ import annotations
 
+import glob
 import io
 import json
 import math
@@ -26,6 +27,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from kale_jax import storage
+from kale_jax.train import events
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_DIR = "samples"
@@ -73,23 +75,52 @@ class MetricWriter:
         record.update({k: _to_json(v) for k, v in metrics.items()})
         storage.append_line(self.path, json.dumps(record) + "\n", what="a metrics row")
         if self._summary_writer is not None:
-            writer, scalar = self._summary_writer
+            scalars = {k: v for k, v in record.items()
+                       if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
             with storage.writing("TensorBoard events", self._workdir):
-                with writer.as_default(step=int(step)):
-                    for name, value in record.items():
-                        if name != "step" and isinstance(value, (int, float)):
-                            scalar(name, value)
+                self._summary_writer.scalars(int(step), scalars)
+
+    def write_text(self, step: int, tag: str, text: str) -> None:
+        """Markdown `text` to TensorBoard's text dashboard under `tag` (nothing without
+        TensorBoard events)."""
+        if self._summary_writer is not None:
+            with storage.writing("TensorBoard events", self._workdir):
+                self._summary_writer.text(int(step), tag, text)
+
+    def write_config(self, step: int, config_json: str) -> None:
+        """The run's config (its JSON) as TensorBoard text 'config', shown as a code block."""
+        self.write_text(step, "config", "\n".join("    " + line
+                                                 for line in config_json.splitlines()))
+
+    def write_pictures(self, step: int, samples_dir: str) -> list:
+        """The PNG pictures of base step `step` in `samples_dir` (<kind>_<step:07d>.png, as the
+        evaluators write them) to TensorBoard images, tag 'samples/<kind>'.
+
+        Returns:
+          The tags written (empty without TensorBoard events).
+        """
+        if self._summary_writer is None:
+            return []
+        tags = []
+        for path in sorted(glob.glob(os.path.join(samples_dir, f"*_{int(step):07d}.png"))):
+            with open(path, "rb") as f:
+                png = f.read()
+            tag = "samples/" + os.path.basename(path)[:-len(f"_{int(step):07d}.png")]
+            with storage.writing("TensorBoard events", self._workdir):
+                self._summary_writer.image(int(step), tag, png)
+            tags.append(tag)
+        return tags
 
     def flush(self) -> None:
         """Flushes TensorBoard events (WriteFailed when they cannot be written)."""
         if self._summary_writer is not None:
             with storage.writing("TensorBoard events", self._workdir):
-                self._summary_writer[0].flush()
+                self._summary_writer.flush()
 
     def close(self) -> None:
         """Flushes and closes TensorBoard's writer (WriteFailed as `flush`; closed anyway)."""
         if self._summary_writer is not None:
-            writer, self._summary_writer = self._summary_writer[0], None
+            writer, self._summary_writer = self._summary_writer, None
             with storage.writing("TensorBoard events", self._workdir):
                 writer.close()
 
@@ -104,26 +135,9 @@ def _to_json(value):
     return value.tolist()
 
 
-def _tensorboard_writer(workdir: str):
-    """(tf.summary file writer, scalar(name, value) writing one TensorBoard scalar).
-
-    Scalars are written with tf.summary.write and the 'scalars' plugin metadata, which is what
-    tf.summary.scalar does, without needing the `tensorboard` package (not a dependency here).
-    """
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
-    for kind in ("GPU", "TPU"):
-        try:
-            tf.config.set_visible_devices([], kind)
-        except (RuntimeError, ValueError):  # already initialised, or no such device type
-            pass
-    metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-
-    def scalar(name: str, value: float) -> None:
-        tf.summary.write(name, tf.constant(value, tf.float32), metadata=metadata)
-
-    return tf.summary.create_file_writer(workdir), scalar
+def _tensorboard_writer(workdir: str) -> events.EventWriter:
+    """A TensorBoard event file in `workdir` (kale_jax.train.events: no TensorFlow import)."""
+    return events.EventWriter(workdir)
 
 
 def read_metrics(workdir: str) -> list:

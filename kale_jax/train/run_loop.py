@@ -169,6 +169,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, spec: RunSpec, train
         logging.info("eval at step %d: %s", at,
                      " ".join(f"{k}={v:.4g}" for k, v in results.items()))
         writer.write(at, results)
+        writer.write_pictures(at, os.path.join(workdir, outputs.SAMPLES_DIR))
         writer.flush()
         return results
 
@@ -184,6 +185,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, spec: RunSpec, train
             # Records after the checkpoint (all of them on a fresh start) are from an attempt
             # that stopped before saving; the steps will be logged again.
             writer.truncate_after(latest or 0)
+            writer.write_config(latest or 0, config.to_json_best_effort(indent=2))
             batches = data.train_batches(
                 config.data, batch_size=config.train.batch_size, seed=config.seed,
                 start_step=data_step, process_index=jax.process_index(),
