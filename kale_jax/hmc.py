@@ -143,6 +143,20 @@ def _base_step(spec: mcmc.KernelSpec, kernel: str, step_size, position: Array) -
     return base_step
 
 
+def _check_loop_options(spec: mcmc.KernelSpec, kernel: str, num_steps, num_adaptation_steps,
+                        thin, unroll) -> None:
+    _validate_int('num_steps', num_steps, 0)
+    _validate_int('num_adaptation_steps', num_adaptation_steps, 0)
+    _validate_int('thin', thin, 1, allow_none=True)
+    if unroll is not True:
+        _validate_int('unroll', unroll, 1)
+    if num_adaptation_steps > 0 and not spec.step_size_adaptation:
+        raise ValueError(
+            f'num_adaptation_steps: got {num_adaptation_steps} for kernel {kernel!r}; step-size '
+            'adaptation is only defined for '
+            f'{tuple(k for k in mcmc.names() if mcmc.get(k).step_size_adaptation)}.')
+
+
 def _target_acceptance(spec: mcmc.KernelSpec, target_acceptance) -> float:
     if target_acceptance is None:
         return spec.target_acceptance or 0.0
@@ -221,15 +235,7 @@ def sample(key: Array,
       SampleResult (see its docstring).
     """
     spec = mcmc.get(kernel)
-    _validate_int('num_steps', num_steps, 0)
-    _validate_int('num_adaptation_steps', num_adaptation_steps, 0)
-    _validate_int('thin', thin, 1, allow_none=True)
-    if unroll is not True:
-        _validate_int('unroll', unroll, 1)
-    if num_adaptation_steps > 0 and not spec.step_size_adaptation:
-        raise ValueError(
-            f'num_adaptation_steps: got {num_adaptation_steps} for kernel {kernel!r}; step-size '
-            f'adaptation is only defined for {ADAPTIVE_KERNELS}.')
+    _check_loop_options(spec, kernel, num_steps, num_adaptation_steps, thin, unroll)
     target_acceptance = _target_acceptance(spec, target_acceptance)
     schedule = _resolve_schedule(step_size_schedule, decay_factor, decay_every)
     position = _initial_position(initial_position)
