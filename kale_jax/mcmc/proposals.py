@@ -32,7 +32,7 @@ def all_finite(x: Array) -> Array:
 
 
 def select(accept: Array, new: Any, old: Any) -> Any:
-    """Per-chain choice between two pytrees of (chains, ...) arrays: `new` where accept (chains,)."""
+    """Per-chain choice between pytrees of (chains, ...) arrays: `new` where accept (chains,)."""
     return jax.tree.map(lambda n, o: jnp.where(per_chain(accept, n), n, o), new, old)
 
 
