@@ -98,10 +98,10 @@ def test_registered_toy_kernel_samples_a_gaussian_with_adaptation(rwm):
         assert np.all(np.abs(est - truth) <= Z_TOL * se), (name, est, truth, se)
         # Power: the band is under 10% of each true variance / SD.
         assert np.all(Z_TOL * se < 0.1 * GAUSS_SD ** (2 if name == 'variance' else 1)), name
-    # Adaptation moved the step from the poor 0.05 toward the target rate; 0.08 is an algorithmic
-    # tolerance (dual averaging freezes an average of noisy iterates), far above the rate's
-    # Monte-Carlo error (SE ~ 0.002 over 512 chains x 300 steps).
-    assert abs(float(result.acceptance_rate.mean()) - RWM_TARGET_ACCEPTANCE) < 0.08
+    # Adaptation moved the step from the poor 0.05 toward the target rate; 0.05 is an algorithmic
+    # tolerance (dual averaging freezes an average of noisy iterates; as for MALA in
+    # tests/test_hmc.py), far above the rate's Monte-Carlo error (SE ~ 0.002).
+    assert abs(float(result.acceptance_rate.mean()) - RWM_TARGET_ACCEPTANCE) < 0.05
     assert float(result.step_size[0]) > 0.5
     assert int(result.num_nonfinite.sum()) == 0
 
@@ -198,15 +198,15 @@ def test_nonfinite_proposals_keep_the_last_state_and_its_gradient(name):
 def test_dual_averaging_reaches_the_target_of_a_known_acceptance_curve():
     # Acceptance exp(-eps) for step eps = 0.1 * multiplier: the target 0.6 is reached at
     # eps = -log 0.6, i.e. multiplier 5.108. Deterministic feedback, so no Monte-Carlo error;
-    # the tolerance is the averaging's own lag after 2000 updates.
+    # the tolerance bounds the averaging's own lag after 1000 updates (measured 0.19%).
     adaptation = step_size.dual_averaging(0.6)
 
     def update(state, _):
         eps = 0.1 * jnp.exp(state.log_factor)
         return adaptation.update(state, jnp.exp(-eps)), None
 
-    state, _ = jax.lax.scan(update, adaptation.init(), None, length=2000)
-    np.testing.assert_allclose(float(adaptation.final(state)), -np.log(0.6) / 0.1, rtol=0.02)
+    state, _ = jax.lax.scan(update, adaptation.init(), None, length=1000)
+    np.testing.assert_allclose(float(adaptation.final(state)), -np.log(0.6) / 0.1, rtol=0.005)
     # A kernel that accepts everything cannot push the multiplier past exp(30).
     always, _ = jax.lax.scan(lambda s, _: (adaptation.update(s, 1.0), None), adaptation.init(),
                              None, length=200)
