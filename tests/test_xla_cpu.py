@@ -1,0 +1,57 @@
+"""Tests of kale_jax.xla_cpu: each work-around computes the function it replaces."""
+import numpy as np
+import jax
+import jax.numpy as jnp
+from jax.extend.random import threefry_2x32
+
+from kale_jax import xla_cpu
+
+
+def test_threefry2x32_matches_jax():
+    key_data = jax.random.key_data(jax.random.split(jax.random.key(23), 8))
+    counters = jnp.arange(2 * 5, dtype=jnp.uint32) * np.uint32(2654435761)  # spread-out words
+    expected = jax.vmap(lambda k: threefry_2x32(k, counters))(key_data)
+    ours = jnp.concatenate(xla_cpu.threefry2x32(key_data[:, None, :], counters[:5], counters[5:]),
+                           1)
+    np.testing.assert_array_equal(ours, expected)
+
+
+_CONV_KERNEL = jax.random.normal(jax.random.key(24), (3, 3, 2, 3)) * 0.3
+
+
+def _conv_potential(z):
+    """|z|^2/2 + an energy with a strided convolution: (chains, 32) -> (chains,)."""
+    x = z.reshape(z.shape[0], 4, 4, 2)
+    h = jax.lax.conv_general_dilated(x, _CONV_KERNEL, (2, 2), 'SAME',
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return 0.5 * jnp.sum(z * z, axis=1) + jnp.sum(jax.nn.softplus(h), axis=(1, 2, 3))
+
+
+def test_hwio_convolutions_rewrites_kernels_and_keeps_the_function():
+    grad_fn = jax.value_and_grad(lambda z: jnp.sum(_conv_potential(z)))
+    z = jax.random.normal(jax.random.key(25), (5, 32))
+    # The input gradient of a convolution uses the kernel with swapped feature axes ...
+    assert xla_cpu.needs_conv_rewrite(jax.make_jaxpr(grad_fn)(z).jaxpr)
+    rewritten = xla_cpu.with_hwio_convolutions(grad_fn)
+    # ... which the rewrite removes, also inside a jit call, computing the same function.
+    assert not xla_cpu.needs_conv_rewrite(jax.make_jaxpr(rewritten)(z).jaxpr)
+    assert not xla_cpu.needs_conv_rewrite(jax.make_jaxpr(
+        xla_cpu.with_hwio_convolutions(jax.jit(grad_fn)))(z).jaxpr)
+    for a, b in zip(jax.tree.leaves(rewritten(z)), jax.tree.leaves(grad_fn(z))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_functions_without_convolutions_are_left_alone():
+    fn = lambda z: (jnp.sin(z), {'sum': jnp.sum(z)})
+    z = jnp.arange(6.0).reshape(2, 3)
+    assert not xla_cpu.needs_conv_rewrite(jax.make_jaxpr(fn)(z).jaxpr)
+    for a, b in zip(jax.tree.leaves(xla_cpu.with_hwio_convolutions(fn)(z)),
+                    jax.tree.leaves(fn(z))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_gradient_transform_is_on_for_cpu_by_default():
+    assert xla_cpu.gradient_transform(False) is None
+    assert xla_cpu.gradient_transform(True) is xla_cpu.with_hwio_convolutions
+    expected = xla_cpu.with_hwio_convolutions if jax.default_backend() == 'cpu' else None
+    assert xla_cpu.gradient_transform(None) is expected
