@@ -79,9 +79,10 @@ from experiments import cli
 FLAGS = flags.FLAGS
 
 SAMPLE_STREAM = 0x5A4D  # fold_in of the seed's key for sampling (independent of training draws)
-# Config entries that fix the networks' structure: must match the checkpoint's config.
-_SAMPLER_OPTIONS = ("num_leapfrog_steps", "friction", "num_adaptation_steps", "target_acceptance",
-                    "step_size_schedule", "decay_factor", "decay_every", "unroll")
+# config.sample keys that must be integers >= 1.
+_POSITIVE_INT_KEYS = ("num_samples", "chunk_size", "record_every", "num_grid", "num_gif_chains",
+                      "num_data_examples", "num_kale_examples", "mmd_num_samples",
+                      "inception_batch_size", "kid_subsets", "kid_subset_size", "num_saved")
 
 
 def _define_flags() -> None:
@@ -99,37 +100,17 @@ def _define_flags() -> None:
 
 def validate_sample_config(config) -> None:
     """ConfigError (one line) for bad config.sample / config.sampler values, before compiling."""
+    from kale_jax import checks  # pylint: disable=g-import-not-at-top
     from kale_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
     s = config.sample
-    for key in ("num_samples", "chunk_size", "record_every", "num_grid", "num_gif_chains",
-                "num_data_examples", "num_kale_examples", "mmd_num_samples",
-                "inception_batch_size", "kid_subsets", "kid_subset_size", "num_saved"):
-        value = s.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"config.sample.{key} must be an integer >= 1, got {value!r}")
+    for key in _POSITIVE_INT_KEYS:
+        checks.check_int(s.get(key), f"config.sample.{key}", minimum=1)
     num_steps = config.sampler.num_steps
     if num_steps and num_steps % s.record_every:
         raise ConfigError(f"config.sample.record_every={s.record_every} must divide "
                           f"config.sampler.num_steps={num_steps}; e.g. "
                           f"--config.sample.record_every={math.gcd(num_steps, s.record_every)}")
-    from kale_jax import hmc  # pylint: disable=g-import-not-at-top
-    adaptation = config.sampler.get("num_adaptation_steps")
-    if adaptation and config.sampler.kernel not in hmc.ADAPTIVE_KERNELS:
-        raise ConfigError(f"config.sampler.num_adaptation_steps={adaptation} but kernel "
-                          f"{config.sampler.kernel!r} has no step-size adaptation (only "
-                          f"{hmc.ADAPTIVE_KERNELS}); add --config.sampler.num_adaptation_steps=0")
-    try:
-        _sampler_spec(config).validate()
-    except ValueError as error:
-        raise ConfigError(f"config.sampler: {error}") from None
-    factor, every = config.sampler.get("decay_factor"), config.sampler.get("decay_every")
-    if (factor is None) != (every is None):
-        raise ConfigError(f"config.sampler.decay_factor={factor!r} and decay_every={every!r}: "
-                          "give both (step size x decay_factor every decay_every steps) or neither")
-    if factor is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1
-                               or isinstance(factor, bool) or not float(factor) > 0):
-        raise ConfigError(f"config.sampler.decay_factor={factor!r} must be > 0 and "
-                          f"config.sampler.decay_every={every!r} an integer >= 1")
+    _sampler_spec(config)
     betas(config)
     select_by = s.get("select_by")
     if select_by is not None and not isinstance(select_by, str):
@@ -223,14 +204,13 @@ def _selection(config, use_mmd: bool, fid_on: bool):
 
 
 def _sampler_spec(config):
+    """The validated SamplerSpec of config.sampler, recording every config.sample.record_every
+    steps (ConfigError if bad)."""
     from kale_jax import sampling  # pylint: disable=g-import-not-at-top
-    sampler = config.sampler
-    spec = sampling.SamplerSpec(
-        kernel=sampler.kernel, num_steps=sampler.num_steps,
-        step_size=None if sampler.get("step_size") is None else float(sampler.step_size),
-        beta=float(sampler.beta),
-        record_every=min(config.sample.record_every, sampler.num_steps) or None)
-    return spec.with_options(**{k: sampler.get(k) for k in _SAMPLER_OPTIONS})
+    num_steps = config.sampler.num_steps
+    record_every = (min(config.sample.record_every, num_steps) or None
+                    if isinstance(num_steps, int) else None)
+    return sampling.from_config(config.sampler, record_every=record_every)
 
 
 def _restore(config, workdir, step):
@@ -425,10 +405,7 @@ def run(config, workdir, outdir=None, step=None):
         validation_reference, reference = data.validation_and_test(
             config.data, num_examples=s.mmd_num_samples, seed=config.seed)
         # One kernel for validation and test, from validation data alone.
-        half = max(validation_reference.shape[0] // 2, 1)
-        bandwidths = np.asarray(metrics.median_bandwidth(
-            validation_reference[:half], validation_reference[half:])) * \
-            np.asarray(metrics.DEFAULT_BANDWIDTH_SCALES, np.float32)
+        bandwidths = metrics.reference_bandwidths(validation_reference)
     data_stats = {}
     if extractor is not None:
         keep = s.kid_subset_size * 4

@@ -87,6 +87,24 @@ def median_bandwidth(x: Array, y: Array, *, max_points: int = DEFAULT_MEDIAN_POI
     return _median_bandwidth(x, y, max_points)
 
 
+def reference_bandwidths(reference: Array,
+                         scales: Sequence[float] = DEFAULT_BANDWIDTH_SCALES) -> np.ndarray:
+    """One fixed kernel's bandwidths from reference samples alone, for comparable MMDs.
+
+    The median heuristic on the reference's two halves (median_bandwidth(first, second)) times
+    `scales`: MMDs of different models against the same reference then share one kernel.
+
+    Args:
+        reference: (n, ...) reference samples, n >= 2.
+        scales: multipliers of the median distance.
+    Returns:
+        (len(scales),) float32 bandwidths, in the data's units.
+    """
+    half = max(reference.shape[0] // 2, 1)
+    median = np.asarray(median_bandwidth(reference[:half], reference[half:]))
+    return median * np.asarray(scales, np.float32)
+
+
 def _kernel_sum(x: Array, y: Array, bandwidths: Array, exclude_diagonal: bool,
                 block_size: int) -> Array:
     """sum_{i, j} k(x_i, y_j), over i != j when exclude_diagonal (then x is y); flat inputs."""
