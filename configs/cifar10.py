@@ -10,7 +10,7 @@ Held-out data (eval.*): the official 10k test split.
 `paper_recipe` below is shared by the four image configs (cifar10, celeba, imagenet32, lsun).
 
 Where the values come from
-  From the paper (Arbel, Zhou & Gretton, ICLR 2021; the recipe of DESIGN.md section 1):
+  From the paper (Arbel, Zhou & Gretton, ICLR 2021; the recipe of docs/design.md):
     Adam, learning rate 1e-4 for the energy and the base, betas (0.5, 0.999); batch 128;
     latent dimension 100, z ~ N(0, I); n_critic = 5 energy steps per base step, 100 energy
     steps before the first base step and again every 500 base steps; gradient penalty

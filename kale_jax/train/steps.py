@@ -13,7 +13,7 @@ Every function here runs on one device's shard of the global batch inside a Data
 * the generator's BatchNorm is built with axis_name=AXIS_NAME, so its batch statistics are those of
   the global batch; mutable state is pmean'd (a no-op when it already agrees).
 
-Network modes (DESIGN.md section 1):
+Network modes (docs/design.md):
 * energy step: generator in train mode (global batch statistics, the distribution the base step
   trains) with its state update DISCARDED (running averages move only in the base step); energy in
   train mode on [data; fake] jointly, its state update kept (BatchNorm averages, spectral-norm power
@@ -22,6 +22,8 @@ Network modes (DESIGN.md section 1):
 * base step: generator in train mode with its state update kept; energy in inference mode.
 * A's initialisation: generator in train mode (update discarded) as in the energy step, energy in
   inference mode.
+* evaluation and sampling (kale_jax.latent, kale_jax.sampling): both networks in inference mode,
+  so a BatchNorm generator is trained on batch statistics but sampled on its running averages.
 """
 from __future__ import annotations
 
