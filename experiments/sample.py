@@ -128,18 +128,9 @@ def betas(config) -> tuple:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or not len(value):
         raise ConfigError(f"config.sample.betas must be a non-empty tuple of numbers > 0, got "
                           f"{value!r}; {fix}")
-    out = []
-    for beta in value:
-        number = float("nan")
-        if not isinstance(beta, bool):
-            try:
-                number = float(beta)
-            except (TypeError, ValueError):
-                pass
-        if not (math.isfinite(number) and number > 0):
-            raise ConfigError(f"config.sample.betas must hold finite numbers > 0, got {beta!r} "
-                              f"in {tuple(value)!r}; {fix}")
-        out.append(number)
+    from kale_jax import checks  # pylint: disable=g-import-not-at-top
+    out = [checks.check_positive(beta, f"config.sample.betas[{i}]", fix=fix)
+           for i, beta in enumerate(value)]
     if len(set(out)) != len(out):
         raise ConfigError(f"config.sample.betas must not repeat a value, got {tuple(value)!r}")
     return tuple(out)

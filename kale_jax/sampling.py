@@ -378,16 +378,6 @@ class Sampler:
                      step_size=np.concatenate([p.step_size for p in parts]))
 
 
-def sample_chunks(key: Array, model: Model, spec: SamplerSpec,
-                  generator_variables: Mapping[str, Any], energy_variables: Mapping[str, Any], *,
-                  num_samples: int, chunk_size: int, devices: Optional[Sequence[Any]] = None,
-                  record_samples: bool = True) -> Iterator[Chunk]:
-    """Functional form of `Sampler(model, spec, ...).chunks(key, ...)` (same arguments)."""
-    sampler = Sampler(model, spec, chunk_size=chunk_size, devices=devices,
-                      record_samples=record_samples)
-    return sampler.chunks(key, generator_variables, energy_variables, num_samples)
-
-
 def _key_data(key: Array) -> np.ndarray:
     key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
