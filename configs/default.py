@@ -31,7 +31,8 @@ Keys (the layout every config shares; tools and tests rely on these names):
   train.refine_from        None, or the base step from which the base is frozen and the remaining
                            iterations train the energy alone (same schedule), with penalty weight
                            refine_penalty_weight (None: penalty_weight); see configs/ring.py
-  train.soft_clip          energy gradients through g -> 2g / (1 + g^2)
+  train.soft_clip          energy gradients through g -> 2g / (1 + g^2) (A's gradient is left
+                           out: kale.soft_clip_gradients)
   train.a_init_batches     base batches for the Monte-Carlo initialisation of A
   train.log_every / eval_every / checkpoint_every / keep_checkpoints   in base steps
   train.tensorboard        also write TensorBoard events (needs TensorFlow; metrics.jsonl always)

@@ -19,8 +19,9 @@ example, on the whole test / validation split):
   kale_gebm_test_nll_sem               its standard error over test examples
   kale_log_z, kale_log_z_stderr        its Monte-Carlo log Z and delta-method standard error
   kale_log_z_ess                       the effective sample size of log Z's weights exp(-E);
-                                       every GEBM NLL is optimistic in expectation (the log of an
-                                       unbiased Z estimate; kale_jax.metrics.nll), read it with these
+                                       every GEBM NLL is optimistic in expectation (the log of
+                                       an unbiased Z estimate; kale_jax.metrics.nll): read it
+                                       with these
   kale_base_test_nll                   the KALE-trained flow base alone
   gebm_minus_mle_nats_per_dim          (kale_gebm_test_nll - mle_flow_test_nll) / dim
   target_nats_per_dim, target_met      the claim: GEBM within 0.05 nats/dim of flow-MLE or better

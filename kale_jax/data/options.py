@@ -29,6 +29,7 @@ def choice(data_config: Mapping[str, Any], key: str, default: Any,
 
 def integer(data_config: Mapping[str, Any], key: str, default: int, minimum: int = 1,
             maximum: Any = None, fix: Any = None) -> int:
-    """`data_config[key]` (default `default`) as an int; ConfigError unless in [minimum, maximum]."""
+    """`data_config[key]` (default `default`) as an int; ConfigError unless in [minimum,
+    maximum] (None: unbounded above)."""
     return checks.check_int(get(data_config, key, default), f"config.data.{key}",
                             minimum=minimum, maximum=maximum, fix=fix)

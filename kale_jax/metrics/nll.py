@@ -14,9 +14,9 @@ sd with Bessel's correction. The GEBM NLL is optimistic in expectation: Z_hat is
 Jensen E[log Z_hat] <= log Z and -log q is biased low, by about se(log Z_hat)^2 / 2 for large M.
 The Kish effective sample size of the weights, ESS = (sum w)^2 / sum w^2 (`log_z_ess`), is
 reported beside it: an ESS far below M means a few base samples carry Z_hat, and then both the
-bias and the standard error are unreliable. Everything is accumulated in log space (running log-sum-exp of -E
-and of -2E), so energies of any scale and any number of chunks are fine. NLLs are nats per
-example (divide by D for nats per dimension).
+bias and the standard error are unreliable. Everything is accumulated in log space (running
+log-sum-exp of -E and of -2E), so energies of any scale and any number of chunks are fine. NLLs
+are nats per example (divide by D for nats per dimension).
 """
 from __future__ import annotations
 
