@@ -38,10 +38,11 @@ Keys (the layout every config shares; tools and tests rely on these names):
   train.tensorboard        also write TensorBoard events (needs TensorFlow; metrics.jsonl always)
   optim.energy / optim.base   Adam: learning_rate, b1, b2; exponential decay decay_rate per
                            decay_steps updates (1.0 = constant)
-  sampler.*                GEBM sampling in evaluation (kale_jax.hmc.sample): kernel, num_steps,
-                           step_size, beta (inverse temperature), num_adaptation_steps, friction
-                           ('kla'), decay_factor / decay_every (step size x decay_factor every
-                           decay_every steps, the authors' recipe), ...; named settings:
+  sampler.*                GEBM sampling (kale_jax.sampling.from_config, validated once): kernel,
+                           num_steps, step_size, beta (inverse temperature), num_adaptation_steps,
+                           friction ('kla'), decay_factor / decay_every (step size x
+                           decay_factor every decay_every steps, the authors' recipe), ...; named
+                           settings:
                            kale_jax.sampling.PRESETS (experiments.sample --preset=NAME)
   eval.num_heldout         held-out examples for the KALE estimate
   eval.num_samples         base / GEBM samples (latent MCMC chains) drawn for MMD and pictures
@@ -51,6 +52,7 @@ Keys (the layout every config shares; tools and tests rely on these names):
   debug.full_disk_at_step  fault injection for tests that cannot mount a small file system: from
                            base step k on, every new write to the workdir (checkpoint, metrics
                            row, picture) fails with ENOSPC as on a full disk; -1 (default) is off
+                           (all debug.* switches: kale_jax.train.faults)
   sample.*                 python -m experiments.sample: num_samples, chunk_size, record_every,
                            inception_path (FID/KID), ... (see experiments/sample.py), and
   sample.betas             inverse temperatures to sample, a tuple of finite numbers > 0
