@@ -42,8 +42,7 @@ Keys (the layout every config shares; tools and tests rely on these names):
                            num_steps, step_size, beta (inverse temperature), num_adaptation_steps,
                            friction ('kla'), decay_factor / decay_every (step size x
                            decay_factor every decay_every steps, the authors' recipe), ...; named
-                           settings:
-                           kale_jax.sampling.PRESETS (experiments.sample --preset=NAME)
+                           settings: kale_jax.sampling.PRESETS (experiments.sample --preset=NAME)
   eval.num_heldout         held-out examples for the KALE estimate
   eval.num_samples         base / GEBM samples (latent MCMC chains) drawn for MMD and pictures
   debug.nan_at_step        fault injection for tests: base step k (1, 2, ...) runs with NaN energy
