@@ -1,4 +1,9 @@
-"""Drawing many GEBM samples in bounded memory: chunks of latent chains, sharded over devices.
+"""GEBM sampling: the sampler settings (SamplerSpec, from_config), the one sampling path
+(sample_gebm) and many samples in bounded memory (Sampler: chunks of chains, sharded over devices).
+
+    spec = sampling.from_config(config.sampler)        # validated once, ConfigError naming the key
+    z0, result = sampling.sample_gebm(key, model, spec, generator_variables, energy_variables,
+                                      num_chains=64)   # jit-able; result: kale_jax.hmc.SampleResult
 
     sampler = sampling.Sampler(model, sampling.SamplerSpec(kernel="kla", num_steps=100,
                                                            step_size=0.01, record_every=10),
