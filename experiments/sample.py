@@ -338,6 +338,30 @@ def _write_npz(path, arrays):
             os.remove(tmp)
 
 
+def _select_beta(sweep, by_beta, select_by, goal):
+    """(index of the chosen beta, the results' `selection` entry or None): the best validation
+    value of `select_by` over the betas (the first beta when none is finite or no metric)."""
+    from kale_jax import sampling  # pylint: disable=g-import-not-at-top
+    if select_by is None:
+        return 0, None
+    keys = [beta_key(b) for b in sweep]
+    validation_name = {"mmd": "mmd", "fid": "fid_train"}.get(select_by, select_by)
+    test_name = {"mmd": "mmd", "fid": "fid_test"}.get(select_by, select_by)
+    values = [by_beta[k]["validation"].get(validation_name) for k in keys]
+    index = sampling.choose_beta(sweep, values, goal)
+    if index is None:
+        logging.warning("no finite validation %s at any beta; reporting the first beta",
+                        select_by)
+    chosen = 0 if index is None else index
+    reference_name = {"mmd": "validation reference (kale_jax.data.validation_and_test)",
+                      "fid": "fid_train (training-split statistics)"}.get(
+                          select_by, "the samples (exact metric, no reference)")
+    return chosen, {"metric": select_by, "goal": goal, "reference": reference_name,
+                    "validation": dict(zip(keys, values)),
+                    "test": {k: by_beta[k]["final"].get(test_name) for k in keys},
+                    "chosen_beta": sweep[chosen], "fallback": index is None}
+
+
 def run(config, workdir, outdir=None, step=None):
     """Samples every beta, measures, chooses beta and writes pictures; returns the results dict
     (also results.json; layout in the module docstring)."""
@@ -459,24 +483,7 @@ def run(config, workdir, outdir=None, step=None):
 
     # Beta chosen on validation data (see the module docstring), reported on test data.
     keys = [beta_key(b) for b in sweep]
-    selection = None
-    chosen = 0
-    if select_by is not None:
-        validation_name = {"mmd": "mmd", "fid": "fid_train"}.get(select_by, select_by)
-        test_name = {"mmd": "mmd", "fid": "fid_test"}.get(select_by, select_by)
-        values = [by_beta[k]["validation"].get(validation_name) for k in keys]
-        index = sampling.choose_beta(sweep, values, goal)
-        if index is None:
-            logging.warning("no finite validation %s at any beta; reporting the first beta",
-                            select_by)
-        chosen = 0 if index is None else index
-        reference_name = {"mmd": "validation reference (kale_jax.data.validation_and_test)",
-                          "fid": "fid_train (training-split statistics)"}.get(
-                              select_by, "the samples (exact metric, no reference)")
-        selection = {"metric": select_by, "goal": goal, "reference": reference_name,
-                     "validation": dict(zip(keys, values)),
-                     "test": {k: by_beta[k]["final"].get(test_name) for k in keys},
-                     "chosen_beta": sweep[chosen], "fallback": index is None}
+    chosen, selection = _select_beta(sweep, by_beta, select_by, goal)
 
     # KALE on train and held-out data, and the ESS of exp(-E), over all base samples (record 0
     # of every chain; the same chains for every beta).
