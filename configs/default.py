@@ -31,17 +31,18 @@ Keys (the layout every config shares; tools and tests rely on these names):
   train.refine_from        None, or the base step from which the base is frozen and the remaining
                            iterations train the energy alone (same schedule), with penalty weight
                            refine_penalty_weight (None: penalty_weight); see configs/ring.py
-  train.soft_clip          energy gradients through g -> 2g / (1 + g^2)
+  train.soft_clip          energy gradients through g -> 2g / (1 + g^2) (A's gradient is left
+                           out: kale.soft_clip_gradients)
   train.a_init_batches     base batches for the Monte-Carlo initialisation of A
   train.log_every / eval_every / checkpoint_every / keep_checkpoints   in base steps
   train.tensorboard        also write TensorBoard events (needs TensorFlow; metrics.jsonl always)
   optim.energy / optim.base   Adam: learning_rate, b1, b2; exponential decay decay_rate per
                            decay_steps updates (1.0 = constant)
-  sampler.*                GEBM sampling in evaluation (kale_jax.hmc.sample): kernel, num_steps,
-                           step_size, beta (inverse temperature), num_adaptation_steps, friction
-                           ('kla'), decay_factor / decay_every (step size x decay_factor every
-                           decay_every steps, the authors' recipe), ...; named settings:
-                           kale_jax.sampling.PRESETS (experiments.sample --preset=NAME)
+  sampler.*                GEBM sampling (kale_jax.sampling.from_config, validated once): kernel,
+                           num_steps, step_size, beta (inverse temperature), num_adaptation_steps,
+                           friction ('kla'), decay_factor / decay_every (step size x
+                           decay_factor every decay_every steps, the authors' recipe), ...; named
+                           settings: kale_jax.sampling.PRESETS (experiments.sample --preset=NAME)
   eval.num_heldout         held-out examples for the KALE estimate
   eval.num_samples         base / GEBM samples (latent MCMC chains) drawn for MMD and pictures
   debug.nan_at_step        fault injection for tests: base step k (1, 2, ...) runs with NaN energy
@@ -50,6 +51,7 @@ Keys (the layout every config shares; tools and tests rely on these names):
   debug.full_disk_at_step  fault injection for tests that cannot mount a small file system: from
                            base step k on, every new write to the workdir (checkpoint, metrics
                            row, picture) fails with ENOSPC as on a full disk; -1 (default) is off
+                           (all debug.* switches: kale_jax.train.faults)
   sample.*                 python -m experiments.sample: num_samples, chunk_size, record_every,
                            inception_path (FID/KID), ... (see experiments/sample.py), and
   sample.betas             inverse temperatures to sample, a tuple of finite numbers > 0

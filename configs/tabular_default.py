@@ -41,7 +41,7 @@ def get_config(flow: str = "realnvp") -> ml_collections.ConfigDict:
     config.model.energy_kwargs = ml_collections.ConfigDict(
         dict(hidden=64, depth=2, activation="swish"))
 
-    # The reference's soft energy floor (docs/math.md section 1), at -5: KALE runs of this flow without it
+    # The reference's energy floor (docs/design.md), at -5: KALE runs of this flow without it
     # diverged to NaN within 500 base steps.
     config.model.energy_floor = -5.0
 

@@ -244,14 +244,16 @@ def _row(section: str, net: str, **fields) -> Dict[str, Any]:
 
 
 def _ours(generator, energy, kernel: str, num_steps: int, **options) -> Callable:
-    from kale_jax import hmc, latent  # pylint: disable=g-import-not-at-top
+    """run(gen_vars, energy_vars, key, z) -> (positions, acceptance): kale_jax.sampling's path."""
+    from kale_jax import sampling  # pylint: disable=g-import-not-at-top
     if kernel == "hmc":
         options["num_leapfrog_steps"] = FLAGS.num_leapfrog_steps
+    model = sampling.Model(generator, energy, FLAGS.latent)
+    spec = sampling.SamplerSpec(kernel=kernel, num_steps=num_steps,
+                                step_size=STEP_SIZE).with_options(**options)
 
     def run(gen_vars, energy_vars, key, z):
-        potential = latent.potential(generator, energy, gen_vars, energy_vars)
-        result = hmc.sample(key, potential, z, kernel=kernel, num_steps=num_steps,
-                            step_size=STEP_SIZE, **options)
+        _, result = sampling.sample_gebm(key, model, spec, gen_vars, energy_vars, z0=z)
         return result.position, result.acceptance_rate
 
     return run

@@ -18,6 +18,10 @@ example, on the whole test / validation split):
   kale_gebm_test_nll, kale_gebm_valid_nll  the KALE-trained GEBM
   kale_gebm_test_nll_sem               its standard error over test examples
   kale_log_z, kale_log_z_stderr        its Monte-Carlo log Z and delta-method standard error
+  kale_log_z_ess                       the effective sample size of log Z's weights exp(-E);
+                                       every GEBM NLL is optimistic in expectation (the log of
+                                       an unbiased Z estimate; kale_jax.metrics.nll): read it
+                                       with these
   kale_base_test_nll                   the KALE-trained flow base alone
   gebm_minus_mle_nats_per_dim          (kale_gebm_test_nll - mle_flow_test_nll) / dim
   target_nats_per_dim, target_met      the claim: GEBM within 0.05 nats/dim of flow-MLE or better
@@ -27,6 +31,7 @@ example, on the whole test / validation split):
   gebm_mle_test_nll, gebm_mle_valid_nll    the GEBM trained by joint maximum likelihood
   gebm_mle_test_nll_sem                its standard error over test examples
   gebm_mle_log_z, gebm_mle_log_z_stderr    its Monte-Carlo log Z and delta-method standard error
+  gebm_mle_log_z_ess                   the effective sample size of its log Z's weights
   gebm_mle_base_test_nll               its flow base alone
   gebm_mle_minus_mle_nats_per_dim      (gebm_mle_test_nll - mle_flow_test_nll) / dim
   gebm_mle_minus_mle_se, mle_gebm_minus_mle_se   standard error of gebm_mle_test_nll (resp.
@@ -200,6 +205,7 @@ def main(argv):
         "kale_gebm_test_nll_sem": kale.get("gebm_test_nll_sem"),
         "kale_log_z": kale.get("log_z"),
         "kale_log_z_stderr": kale.get("log_z_stderr"),
+        "kale_log_z_ess": kale.get("log_z_ess"),
         "kale_base_test_nll": kale.get("base_test_nll"),
         "gebm_minus_mle_nats_per_dim": gap,
         "target_nats_per_dim": TARGET_NATS_PER_DIM,
@@ -211,6 +217,7 @@ def main(argv):
         "gebm_mle_test_nll_sem": gebm_mle.get("gebm_test_nll_sem"),
         "gebm_mle_log_z": gebm_mle.get("log_z"),
         "gebm_mle_log_z_stderr": gebm_mle.get("log_z_stderr"),
+        "gebm_mle_log_z_ess": gebm_mle.get("log_z_ess"),
         "gebm_mle_base_test_nll": gebm_mle.get("base_test_nll"),
         "gebm_mle_minus_mle_nats_per_dim": gebm_mle_gap,
         "gebm_mle_target_met": bool(gebm_mle_gap is not None

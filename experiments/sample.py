@@ -85,9 +85,10 @@ from experiments import cli
 FLAGS = flags.FLAGS
 
 SAMPLE_STREAM = 0x5A4D  # fold_in of the seed's key for sampling (independent of training draws)
-# Config entries that fix the networks' structure: must match the checkpoint's config.
-_SAMPLER_OPTIONS = ("num_leapfrog_steps", "friction", "num_adaptation_steps", "target_acceptance",
-                    "step_size_schedule", "decay_factor", "decay_every", "unroll")
+# config.sample keys that must be integers >= 1.
+_POSITIVE_INT_KEYS = ("num_samples", "chunk_size", "record_every", "num_grid", "num_gif_chains",
+                      "num_data_examples", "num_kale_examples", "mmd_num_samples",
+                      "inception_batch_size", "kid_subsets", "kid_subset_size", "num_saved")
 
 
 def _define_flags() -> None:
@@ -106,37 +107,17 @@ def _define_flags() -> None:
 
 def validate_sample_config(config) -> None:
     """ConfigError (one line) for bad config.sample / config.sampler values, before compiling."""
+    from kale_jax import checks  # pylint: disable=g-import-not-at-top
     from kale_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
     s = config.sample
-    for key in ("num_samples", "chunk_size", "record_every", "num_grid", "num_gif_chains",
-                "num_data_examples", "num_kale_examples", "mmd_num_samples",
-                "inception_batch_size", "kid_subsets", "kid_subset_size", "num_saved"):
-        value = s.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"config.sample.{key} must be an integer >= 1, got {value!r}")
+    for key in _POSITIVE_INT_KEYS:
+        checks.check_int(s.get(key), f"config.sample.{key}", minimum=1)
     num_steps = config.sampler.num_steps
     if num_steps and num_steps % s.record_every:
         raise ConfigError(f"config.sample.record_every={s.record_every} must divide "
                           f"config.sampler.num_steps={num_steps}; e.g. "
                           f"--config.sample.record_every={math.gcd(num_steps, s.record_every)}")
-    from kale_jax import hmc  # pylint: disable=g-import-not-at-top
-    adaptation = config.sampler.get("num_adaptation_steps")
-    if adaptation and config.sampler.kernel not in hmc.ADAPTIVE_KERNELS:
-        raise ConfigError(f"config.sampler.num_adaptation_steps={adaptation} but kernel "
-                          f"{config.sampler.kernel!r} has no step-size adaptation (only "
-                          f"{hmc.ADAPTIVE_KERNELS}); add --config.sampler.num_adaptation_steps=0")
-    try:
-        _sampler_spec(config).validate()
-    except ValueError as error:
-        raise ConfigError(f"config.sampler: {error}") from None
-    factor, every = config.sampler.get("decay_factor"), config.sampler.get("decay_every")
-    if (factor is None) != (every is None):
-        raise ConfigError(f"config.sampler.decay_factor={factor!r} and decay_every={every!r}: "
-                          "give both (step size x decay_factor every decay_every steps) or neither")
-    if factor is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1
-                               or isinstance(factor, bool) or not float(factor) > 0):
-        raise ConfigError(f"config.sampler.decay_factor={factor!r} must be > 0 and "
-                          f"config.sampler.decay_every={every!r} an integer >= 1")
+    _sampler_spec(config)
     betas(config)
     select_by = s.get("select_by")
     if select_by is not None and not isinstance(select_by, str):
@@ -154,18 +135,9 @@ def betas(config) -> tuple:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or not len(value):
         raise ConfigError(f"config.sample.betas must be a non-empty tuple of numbers > 0, got "
                           f"{value!r}; {fix}")
-    out = []
-    for beta in value:
-        number = float("nan")
-        if not isinstance(beta, bool):
-            try:
-                number = float(beta)
-            except (TypeError, ValueError):
-                pass
-        if not (math.isfinite(number) and number > 0):
-            raise ConfigError(f"config.sample.betas must hold finite numbers > 0, got {beta!r} "
-                              f"in {tuple(value)!r}; {fix}")
-        out.append(number)
+    from kale_jax import checks  # pylint: disable=g-import-not-at-top
+    out = [checks.check_positive(beta, f"config.sample.betas[{i}]", fix=fix)
+           for i, beta in enumerate(value)]
     if len(set(out)) != len(out):
         raise ConfigError(f"config.sample.betas must not repeat a value, got {tuple(value)!r}")
     return tuple(out)
@@ -230,14 +202,13 @@ def _selection(config, use_mmd: bool, fid_on: bool):
 
 
 def _sampler_spec(config):
+    """The validated SamplerSpec of config.sampler, recording every config.sample.record_every
+    steps (ConfigError if bad)."""
     from kale_jax import sampling  # pylint: disable=g-import-not-at-top
-    sampler = config.sampler
-    spec = sampling.SamplerSpec(
-        kernel=sampler.kernel, num_steps=sampler.num_steps,
-        step_size=None if sampler.get("step_size") is None else float(sampler.step_size),
-        beta=float(sampler.beta),
-        record_every=min(config.sample.record_every, sampler.num_steps) or None)
-    return spec.with_options(**{k: sampler.get(k) for k in _SAMPLER_OPTIONS})
+    num_steps = config.sampler.num_steps
+    record_every = (min(config.sample.record_every, num_steps) or None
+                    if isinstance(num_steps, int) else None)
+    return sampling.from_config(config.sampler, record_every=record_every)
 
 
 def _restore(config, workdir, step):
@@ -376,6 +347,30 @@ def _write_npz(path, arrays):
             os.remove(tmp)
 
 
+def _select_beta(sweep, by_beta, select_by, goal):
+    """(index of the chosen beta, the results' `selection` entry or None): the best validation
+    value of `select_by` over the betas (the first beta when none is finite or no metric)."""
+    from kale_jax import sampling  # pylint: disable=g-import-not-at-top
+    if select_by is None:
+        return 0, None
+    keys = [beta_key(b) for b in sweep]
+    validation_name = {"mmd": "mmd", "fid": "fid_train"}.get(select_by, select_by)
+    test_name = {"mmd": "mmd", "fid": "fid_test"}.get(select_by, select_by)
+    values = [by_beta[k]["validation"].get(validation_name) for k in keys]
+    index = sampling.choose_beta(sweep, values, goal)
+    if index is None:
+        logging.warning("no finite validation %s at any beta; reporting the first beta",
+                        select_by)
+    chosen = 0 if index is None else index
+    reference_name = {"mmd": "validation reference (kale_jax.data.validation_and_test)",
+                      "fid": "fid_train (training-split statistics)"}.get(
+                          select_by, "the samples (exact metric, no reference)")
+    return chosen, {"metric": select_by, "goal": goal, "reference": reference_name,
+                    "validation": dict(zip(keys, values)),
+                    "test": {k: by_beta[k]["final"].get(test_name) for k in keys},
+                    "chosen_beta": sweep[chosen], "fallback": index is None}
+
+
 def run(config, workdir, outdir=None, step=None):
     """Samples every beta, measures, chooses beta and writes pictures; returns the results dict
     (also results.json; layout in the module docstring)."""
@@ -434,10 +429,7 @@ def run(config, workdir, outdir=None, step=None):
         validation_reference, reference = data.validation_and_test(
             config.data, num_examples=s.mmd_num_samples, seed=config.seed)
         # One kernel for validation and test, from validation data alone.
-        half = max(validation_reference.shape[0] // 2, 1)
-        bandwidths = np.asarray(metrics.median_bandwidth(
-            validation_reference[:half], validation_reference[half:])) * \
-            np.asarray(metrics.DEFAULT_BANDWIDTH_SCALES, np.float32)
+        bandwidths = metrics.reference_bandwidths(validation_reference)
     data_stats = {}
     if extractor is not None:
         keep = s.kid_subset_size * 4
@@ -500,24 +492,7 @@ def run(config, workdir, outdir=None, step=None):
 
     # Beta chosen on validation data (see the module docstring), reported on test data.
     keys = [beta_key(b) for b in sweep]
-    selection = None
-    chosen = 0
-    if select_by is not None:
-        validation_name = {"mmd": "mmd", "fid": "fid_train"}.get(select_by, select_by)
-        test_name = {"mmd": "mmd", "fid": "fid_test"}.get(select_by, select_by)
-        values = [by_beta[k]["validation"].get(validation_name) for k in keys]
-        index = sampling.choose_beta(sweep, values, goal)
-        if index is None:
-            logging.warning("no finite validation %s at any beta; reporting the first beta",
-                            select_by)
-        chosen = 0 if index is None else index
-        reference_name = {"mmd": "validation reference (kale_jax.data.validation_and_test)",
-                          "fid": "fid_train (training-split statistics)"}.get(
-                              select_by, "the samples (exact metric, no reference)")
-        selection = {"metric": select_by, "goal": goal, "reference": reference_name,
-                     "validation": dict(zip(keys, values)),
-                     "test": {k: by_beta[k]["final"].get(test_name) for k in keys},
-                     "chosen_beta": sweep[chosen], "fallback": index is None}
+    chosen, selection = _select_beta(sweep, by_beta, select_by, goal)
 
     # KALE on train and held-out data, and the ESS of exp(-E), over all base samples (record 0
     # of every chain; the same chains for every beta).

@@ -14,7 +14,7 @@ can be formed; everything else works on arrays and can be checked against closed
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -178,16 +178,45 @@ def penalty(name: str, *, energy_fn: EnergyFn, params: Any, x_real: Array, x_fak
 
 
 def soft_floor(energy: Array, floor: float = -10.0) -> Array:
-    """relu(E - floor) + floor: the energy is kept above `floor`, as in the reference code."""
+    """relu(E - floor) + floor = max(E, floor), as in the reference code (model.energy_floor).
+
+    Despite the name (the reference's), this is a hard floor: below `floor` the output is
+    constant and its gradient in E is 0.
+
+    Args:
+      energy: energies, any shape.
+      floor: the lowest value kept.
+    Returns:
+      max(energy, floor), the shape of `energy`.
+    """
     return jax.nn.relu(energy - floor) + floor
 
 
-def soft_clip_gradients() -> optax.GradientTransformation:
-    """Per-element g -> 2g / (1 + g^2): bounded by 1 in magnitude, about 2g for small g."""
+def soft_clip_gradients(exclude: Sequence[str] = ()) -> optax.GradientTransformation:
+    """Per-element g -> 2g / (1 + g^2): bounded by 1 in magnitude, about 2g for small g.
+
+    The map is monotone only for |g| <= 1 (it peaks at g = 1 and falls towards 0 beyond), so it
+    suits gradients of network weights, not a gradient that can be large in a direction that
+    matters. The training passes exclude=('log_partition',): A's gradient 1 - mean exp(-(E + A))
+    lies in (-inf, 1), and clipped this way a far too small A would get a smaller push the worse
+    it is. (The reference code maps A's gradient by g / (1 - g) instead, trainer.grad_clip in
+    MichaelArbel/GeneralizedEBM; we leave it to Adam, which normalises its scale.)
+
+    Args:
+      exclude: top-level keys of the gradient dict left unchanged.
+    Returns:
+      an optax transformation (stateless).
+    """
+    exclude = tuple(exclude)
+
+    def clip(tree):
+        return jax.tree_util.tree_map(lambda g: 2.0 * g / (1.0 + jnp.square(g)), tree)
 
     def update_fn(updates, state, params=None):
         del params
-        return jax.tree_util.tree_map(lambda g: 2.0 * g / (1.0 + jnp.square(g)), updates), state
+        if not exclude:
+            return clip(updates), state
+        return {k: v if k in exclude else clip(v) for k, v in updates.items()}, state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 

@@ -34,7 +34,14 @@ def energy_fn(energy: nn.Module, energy_variables: Variables,
 
 
 def generator_fn(generator: nn.Module, generator_variables: Variables) -> Callable[[Array], Array]:
-    """B(z) in inference mode (BatchNorm running averages, nothing updated): (n, d) -> (n, ...)."""
+    """B(z) in inference mode (BatchNorm running averages, nothing updated): (n, d) -> (n, ...).
+
+    Training applies a BatchNorm generator in train mode (batch statistics of the global batch,
+    kale_jax.train.steps); here, in evaluation and sampling, it runs in inference mode on the
+    running averages, so that chains do not interact. The two agree only as far as the running
+    averages match the batch statistics (momentum common.BATCH_NORM_MOMENTUM); a generator
+    without BatchNorm is the same in both modes.
+    """
     return lambda z: generator.apply(generator_variables, z, train=False)
 
 

@@ -1,4 +1,9 @@
-"""Drawing many GEBM samples in bounded memory: chunks of latent chains, sharded over devices.
+"""GEBM sampling: the sampler settings (SamplerSpec, from_config), the one sampling path
+(sample_gebm) and many samples in bounded memory (Sampler: chunks of chains, sharded over devices).
+
+    spec = sampling.from_config(config.sampler)        # validated once, ConfigError naming the key
+    z0, result = sampling.sample_gebm(key, model, spec, generator_variables, energy_variables,
+                                      num_chains=64)   # jit-able; result: kale_jax.hmc.SampleResult
 
     sampler = sampling.Sampler(model, sampling.SamplerSpec(kernel="kla", num_steps=100,
                                                            step_size=0.01, record_every=10),
@@ -46,12 +51,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from kale_jax import hmc, latent
+from kale_jax import checks, hmc, latent
+from kale_jax.errors import ConfigError
 
 Array = jax.Array
 AXIS_NAME = "chains"
 # Stream of a chain's key that draws its start z_0 (the MCMC noise uses the key itself).
 _START_STREAM = 0x5A5A
+# Keys of config.sampler passed on to kale_jax.hmc.sample when not None (the kernel's default).
+SAMPLER_OPTIONS = ("num_leapfrog_steps", "friction", "num_adaptation_steps", "target_acceptance",
+                   "step_size_schedule", "decay_factor", "decay_every", "unroll")
+# Options that only some kernels read; the adaptation options are read by hmc.ADAPTIVE_KERNELS.
+_KERNEL_ONLY_OPTIONS = {"num_leapfrog_steps": ("hmc",), "friction": ("kla",)}
+_ADAPTATION_OPTIONS = ("num_adaptation_steps", "target_acceptance")
 
 # Named sampler settings: values of config.sampler (experiments.sample --preset=NAME).
 #
@@ -109,14 +121,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 
 def check_beta(beta: Any, name: str = "beta") -> float:
-    """`beta` as a float; ValueError unless it is a finite number >= 0."""
-    try:
-        value = float("nan") if isinstance(beta, bool) else float(beta)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not (math.isfinite(value) and value >= 0.0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {beta!r}")
-    return value
+    """`beta` as a float; ConfigError (a ValueError) unless it is a finite number >= 0."""
+    return checks.check_positive(beta, name, allow_zero=True)
 
 
 def choose_beta(betas: Sequence[float], values: Sequence[Optional[float]],
@@ -195,25 +201,77 @@ class SamplerSpec:
             return np.zeros((1,), np.int64)
         return np.arange(0, self.num_steps + 1, every, dtype=np.int64)
 
-    def validate(self) -> None:
-        """Raises ValueError for a bad kernel, step count, record interval or beta."""
-        if self.kernel not in hmc.KERNELS:
-            raise ValueError(f"kernel must be one of {hmc.KERNELS}, got {self.kernel!r}")
-        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) \
-                or self.num_steps < 0:
-            raise ValueError(f"num_steps must be an integer >= 0, got {self.num_steps!r}")
-        if self.record_every is not None:
-            if isinstance(self.record_every, bool) or not isinstance(self.record_every, int) \
-                    or self.record_every < 1:
-                raise ValueError(f"record_every must be None or an integer >= 1, got "
-                                 f"{self.record_every!r}")
-            if self.num_steps % self.record_every:
-                raise ValueError(f"record_every={self.record_every} must divide num_steps="
-                                 f"{self.num_steps}")
-        if self.kernel != "imh" and (self.step_size is None or not self.step_size > 0):
-            raise ValueError(f"step_size must be > 0 for kernel {self.kernel!r}, got "
-                             f"{self.step_size!r}")
-        check_beta(self.beta)
+    def with_kernel(self, kernel: str) -> "SamplerSpec":
+        """A copy running `kernel`, without the options that kernel does not read."""
+        options = {k: v for k, v in self.options
+                   if kernel in _KERNEL_ONLY_OPTIONS.get(k, (kernel,))
+                   and (k not in _ADAPTATION_OPTIONS or kernel in hmc.ADAPTIVE_KERNELS)}
+        return dataclasses.replace(self, kernel=kernel, options=tuple(sorted(options.items())))
+
+    def validate(self, key: str = "sampler") -> None:
+        """Raises ConfigError (a ValueError) naming `key`.<field> for a bad setting.
+
+        Args:
+          key: the prefix of the names in messages, e.g. "config.sampler".
+        """
+        checks.check_choice(self.kernel, f"{key}.kernel", hmc.KERNELS)
+        checks.check_int(self.num_steps, f"{key}.num_steps", minimum=0)
+        checks.check_int(self.record_every, f"{key}.record_every", minimum=1, allow_none=True)
+        if self.record_every is not None and self.num_steps % self.record_every:
+            raise ConfigError(f"{key}.record_every={self.record_every} must divide num_steps="
+                              f"{self.num_steps}; e.g. record_every="
+                              f"{math.gcd(self.num_steps, self.record_every)}")
+        if self.kernel != "imh":
+            checks.check_positive(self.step_size, f"{key}.step_size",
+                                  fix=f"kernel {self.kernel!r} needs a step size")
+        checks.check_positive(self.beta, f"{key}.beta")
+        options = dict(self.options)
+        adaptation = checks.check_int(options.get("num_adaptation_steps", 0),
+                                      f"{key}.num_adaptation_steps", minimum=0)
+        if adaptation and self.kernel not in hmc.ADAPTIVE_KERNELS:
+            raise ConfigError(f"{key}.num_adaptation_steps={adaptation} needs {key}.kernel in "
+                              f"{hmc.ADAPTIVE_KERNELS}, got {self.kernel!r}; set "
+                              f"{key}.num_adaptation_steps=0")
+        if options.get("target_acceptance") is not None:
+            checks.check_probability(options["target_acceptance"], f"{key}.target_acceptance",
+                                     include_zero=False, include_one=False)
+        for name in ("num_leapfrog_steps", "unroll"):
+            checks.check_int(options.get(name), f"{key}.{name}", minimum=1, allow_none=True)
+        checks.check_positive(options.get("friction"), f"{key}.friction", allow_none=True)
+        factor, every = options.get("decay_factor"), options.get("decay_every")
+        if (factor is None) != (every is None):
+            raise ConfigError(f"{key}.decay_factor={factor!r} and {key}.decay_every={every!r}: "
+                              "give both (step size x decay_factor every decay_every steps) or "
+                              "neither")
+        checks.check_positive(factor, f"{key}.decay_factor", allow_none=True)
+        checks.check_int(every, f"{key}.decay_every", minimum=1, allow_none=True)
+
+
+def from_config(sampler_config: Mapping[str, Any], *, record_every: Optional[int] = None,
+                key: str = "config.sampler") -> SamplerSpec:
+    """The validated SamplerSpec of a config's sampler block (configs/default.py, `sampler`).
+
+    Args:
+      sampler_config: config.sampler: kernel, num_steps, step_size, beta and any of
+        SAMPLER_OPTIONS (None: the kernel's default).
+      record_every: record the chains every this many steps (None: start and end only).
+      key: the prefix of the names in error messages.
+    Returns:
+      the SamplerSpec, validated.
+    Raises:
+      ConfigError: a missing or bad setting, named `key`.<name>.
+    """
+    for name in ("kernel", "num_steps", "beta"):
+        if sampler_config.get(name) is None:
+            raise ConfigError(f"{key}.{name} is missing; see configs/default.py")
+    spec = SamplerSpec(kernel=sampler_config["kernel"], num_steps=sampler_config["num_steps"],
+                       step_size=sampler_config.get("step_size"), beta=sampler_config["beta"],
+                       record_every=record_every)
+    spec = spec.with_options(**{k: sampler_config.get(k) for k in SAMPLER_OPTIONS})
+    spec.validate(key)
+    return dataclasses.replace(
+        spec, beta=float(spec.beta),
+        step_size=None if spec.step_size is None else float(spec.step_size))
 
 
 class Chunk(NamedTuple):
@@ -259,10 +317,11 @@ class Sampler:
                  devices: Optional[Sequence[Any]] = None, record_samples: bool = True):
         spec.validate()
         self.devices = tuple(jax.local_devices() if devices is None else devices)
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1 \
-                or chunk_size % len(self.devices):
-            raise ValueError(f"chunk_size must be a positive multiple of the {len(self.devices)} "
-                             f"device(s), got {chunk_size!r}")
+        fix = f"use a multiple of the {len(self.devices)} device(s)"
+        checks.check_int(chunk_size, "chunk_size", minimum=1, fix=fix)
+        if chunk_size % len(self.devices):
+            raise ConfigError(f"chunk_size={chunk_size} is not a multiple of the "
+                              f"{len(self.devices)} device(s); {fix}")
         self.model, self.spec, self.chunk_size = model, spec, chunk_size
         self.record_samples = record_samples
         self._mesh = Mesh(np.array(self.devices), (AXIS_NAME,))
@@ -282,8 +341,7 @@ class Sampler:
           beta: inverse temperature (finite, >= 0) instead of spec.beta; no recompilation.
             The chains' keys and starts do not depend on it.
         """
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+        checks.check_int(num_samples, "num_samples", minimum=1)
         beta = check_beta(self.spec.beta if beta is None else beta)
         key_data = _key_data(key)
         replicated = NamedSharding(self._mesh, PartitionSpec())
@@ -325,16 +383,6 @@ class Sampler:
                      step_size=np.concatenate([p.step_size for p in parts]))
 
 
-def sample_chunks(key: Array, model: Model, spec: SamplerSpec,
-                  generator_variables: Mapping[str, Any], energy_variables: Mapping[str, Any], *,
-                  num_samples: int, chunk_size: int, devices: Optional[Sequence[Any]] = None,
-                  record_samples: bool = True) -> Iterator[Chunk]:
-    """Functional form of `Sampler(model, spec, ...).chunks(key, ...)` (same arguments)."""
-    sampler = Sampler(model, spec, chunk_size=chunk_size, devices=devices,
-                      record_samples=record_samples)
-    return sampler.chunks(key, generator_variables, energy_variables, num_samples)
-
-
 def _key_data(key: Array) -> np.ndarray:
     key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -361,31 +409,93 @@ def _compiled_chunk(model: Model, spec: SamplerSpec, devices: tuple, record_samp
     return jax.jit(mapped)
 
 
+def _is_single_key(key: Array) -> bool:
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key.ndim == 0
+    return key.ndim == 1
+
+
+def initial_latents(key: Array, latent_dim: int, num_chains: Optional[int] = None) -> Array:
+    """Chain starts z_0 ~ N(0, I_d), (n, latent_dim) float32.
+
+    Args:
+      key: one PRNG key (num_chains required), or (n,) per-chain keys (raw: (n, 2)); then chain
+        i starts from fold_in(key[i], _START_STREAM), so its start depends on its own key alone.
+      latent_dim: d.
+      num_chains: n, with a single key.
+    Returns:
+      (n, latent_dim) float32 start latents.
+    """
+    if _is_single_key(key):
+        if num_chains is None:
+            raise ValueError("num_chains is required with a single key")
+        return jax.random.normal(key, (num_chains, latent_dim), jnp.float32)
+    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, _START_STREAM),
+                                                (latent_dim,), jnp.float32))(key)
+
+
+def sample_gebm(key: Array, model: Model, spec: SamplerSpec,
+                generator_variables: Mapping[str, Any], energy_variables: Mapping[str, Any], *,
+                start_key: Optional[Array] = None, num_chains: Optional[int] = None,
+                z0: Optional[Array] = None, beta: Optional[Any] = None,
+                thin: Optional[int] = None, axis_name: Optional[str] = None):
+    """GEBM latent chains: the posterior potential, the starts z_0 and `spec`'s MCMC run.
+
+    The one sampling path of the library: training's evaluation, experiments.sample (through
+    Sampler), the claims and the benchmark call it. Pure and jit-able; `spec` is static (validate
+    it first, e.g. with from_config). Both networks run in inference mode (BatchNorm uses its
+    running averages, although training applied the generator in train mode).
+
+    Args:
+      key: the MCMC noise: one PRNG key, or (n,) per-chain keys (kale_jax.hmc.sample).
+      model: the GEBM's networks.
+      spec: kernel, steps, step size, beta and options (SamplerSpec; record_every is not read).
+      generator_variables, energy_variables: the networks' Linen variables.
+      start_key: the key(s) of the starts (initial_latents). With neither start_key nor z0, a
+        single `key` is split into (start_key, key), in this order.
+      num_chains: n, when the starts are drawn from a single key.
+      z0: (n, latent_dim) start latents instead of drawing them.
+      beta: inverse temperature instead of spec.beta (may be traced).
+      thin: record every thin-th step in result.trace (None: no trace).
+      axis_name: the mapped axis of the chains (shard_map), for step-size adaptation.
+    Returns:
+      (z0 (n, latent_dim), kale_jax.hmc.SampleResult of the run).
+    """
+    if z0 is None:
+        if start_key is None:
+            start_key, key = jax.random.split(key)
+        z0 = initial_latents(start_key, model.latent_dim, num_chains)
+    potential = latent.potential(model.generator, model.energy, generator_variables,
+                                 energy_variables, beta=spec.beta if beta is None else beta,
+                                 energy_floor=model.energy_floor)
+    options = dict(spec.options)
+    if axis_name is not None and options.get("num_adaptation_steps"):
+        options.setdefault("axis_name", axis_name)
+    if thin is not None:
+        options["thin"] = thin
+    return z0, hmc.sample(key, potential, z0, kernel=spec.kernel, num_steps=spec.num_steps,
+                          step_size=spec.step_size, **options)
+
+
 def _chunk(model: Model, spec: SamplerSpec, record_samples: bool, key_data: Array,
            index: Array, beta: Array, generator_variables, energy_variables) -> dict:
     """One device's chains: index (n,) global chain indices, beta () -> records (see Chunk)."""
     root = jax.random.wrap_key_data(key_data)
     keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(index)
-    z0 = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, _START_STREAM),
-                                              (model.latent_dim,), jnp.float32))(keys)
     generate = latent.generator_fn(model.generator, generator_variables)
     energy = latent.energy_fn(model.energy, energy_variables, model.energy_floor)
     num_records = len(spec.record_steps)
     if spec.num_steps == 0:
+        z0 = initial_latents(keys, model.latent_dim)
         positions = z0[None]
         acceptance = jnp.full((1, z0.shape[0]), jnp.nan, jnp.float32)
         nonfinite = jnp.zeros((z0.shape[0],), jnp.int32)
         step_size = jnp.full((z0.shape[0],), jnp.nan, jnp.float32)
     else:
-        potential = latent.potential(model.generator, model.energy, generator_variables,
-                                     energy_variables, beta=beta,
-                                     energy_floor=model.energy_floor)
-        options = dict(spec.options)
-        if options.get("num_adaptation_steps"):
-            options.setdefault("axis_name", AXIS_NAME)
-        result = hmc.sample(keys, potential, z0, kernel=spec.kernel, num_steps=spec.num_steps,
-                            step_size=spec.step_size,
-                            thin=spec.record_every or spec.num_steps, **options)
+        z0, result = sample_gebm(keys, model, spec, generator_variables, energy_variables,
+                                 start_key=keys, beta=beta, axis_name=AXIS_NAME,
+                                 thin=spec.record_every or spec.num_steps)
         positions = jnp.concatenate([z0[None], result.trace], axis=0)
         acceptance = jnp.concatenate(
             [jnp.full((1, z0.shape[0]), jnp.nan, jnp.float32),

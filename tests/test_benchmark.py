@@ -60,12 +60,22 @@ def test_every_section_emits_rows_with_the_documented_keys_and_types(output):
     assert seen == set(EXPECTED)
 
 
-def test_iteration_counts_n_critic_energy_steps_and_one_base_step(output):
-    rows = {(r["section"], r.get("step")): r for r in _rows(output) if r["section"] == "train"}
-    energy, base = rows[("train", "energy")], rows[("train", "base")]
-    iteration = rows[("train", "iteration")]
-    assert iteration["gflop"] == pytest.approx(2 * energy["gflop"] + base["gflop"], rel=0.05,
-                                               abs=0.011)
+FIGURE = {"energy": "energy_step_ms", "base": "generator_step_ms", "iteration": "iteration_ms"}
+
+
+def test_table_shows_each_row_its_own_figures(output):
+    """Line i of the table is JSON row i: its section, net and step / kernel, and its own time
+    and CPU time (e.g. a train row must not show another row's ms)."""
+    rows = [r for r in _rows(output) if r["section"] != "machine"]
+    lines = output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("section "))
+    table = [line.split() for line in lines[header + 1:header + 1 + len(rows)]]
+    for row, cells in zip(rows, table):
+        what = row.get("step") or row.get("kernel")
+        assert cells[:3] == [row["section"], row["net"], what], (cells, row)
+        ms = row[FIGURE[what]] if row["section"] == "train" else row["ms_per_step"]
+        assert float(cells[3]) == pytest.approx(ms, abs=0.051), (cells, row)
+        assert float(cells[4]) == pytest.approx(row["cpu_ms"], abs=0.051), (cells, row)
 
 
 def test_table_follows_the_json_rows(output):

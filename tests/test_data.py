@@ -116,7 +116,8 @@ def test_unknown_name_lists_datasets():
                      lambda c: data.train_batches(c, batch_size=8, seed=0),
                      lambda c: data.eval_examples(c, num_examples=8)):
         with pytest.raises(ValueError,
-                           match=r"data.name.*sphere3d.*ring.*grid.*digits.*shapes.*'mnist'"):
+                           match=r"data.name='mnist' is not one of "
+                                 r".*sphere3d.*ring.*grid.*digits.*shapes"):
             function(config("mnist"))
 
 

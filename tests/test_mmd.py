@@ -142,3 +142,14 @@ def test_jit_compatible():
 def test_rejects_bad_input(x_shape, y_shape, kwargs, match):
     with pytest.raises(ValueError, match=match):
         mmd.mmd2(np.zeros(x_shape), np.ones(y_shape), **kwargs)
+
+
+def test_reference_bandwidths_are_the_median_of_the_reference_alone():
+    """Points 0, 1, 3, 6: halves {0, 1} and {3, 6}, pooled pairwise distances 1, 3, 6, 2, 5, 3,
+    median (3 + 3) / 2 = 3, so the bandwidths are 3 x (0.5, 1, 2) = (1.5, 3, 6)."""
+    reference = np.array([[0.0], [1.0], [3.0], [6.0]], np.float32)
+    bandwidths = mmd.reference_bandwidths(reference)
+    assert bandwidths.dtype == np.float32
+    np.testing.assert_allclose(bandwidths, [1.5, 3.0, 6.0], rtol=1e-6)
+    np.testing.assert_allclose(mmd.reference_bandwidths(reference, scales=(1.0,)), [3.0],
+                               rtol=1e-6)

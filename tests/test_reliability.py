@@ -434,8 +434,8 @@ def test_unknown_network_arguments_are_refused():
         validate(config, num_devices=4)
     config = test_config.get_config()
     config.model.generator_kwargs.hidden = 0
-    with pytest.raises(ConfigError, match=r"^config.model.generator_kwargs: MLPGenerator: "
-                                          r"hidden=0 must be a positive integer"):
+    with pytest.raises(ConfigError, match=r"^config.model.generator_kwargs: MLPGenerator."
+                                          r"hidden=0 must be an integer >= 1"):
         validate(config, num_devices=4)
 
 

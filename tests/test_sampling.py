@@ -84,7 +84,7 @@ def test_bad_arguments_fail_before_compiling(gebm):
         sampling.Sampler(model, SPEC, chunk_size=6)
     with pytest.raises(ValueError, match="must divide num_steps"):
         sampling.Sampler(model, sampling.SamplerSpec("ula", 5, 0.1, record_every=2), chunk_size=4)
-    with pytest.raises(ValueError, match="kernel must be one of"):
+    with pytest.raises(ValueError, match="kernel='langevin' is not one of"):
         sampling.SamplerSpec("langevin", 5, 0.1).validate()
     with pytest.raises(ValueError, match="step_size"):
         sampling.SamplerSpec("kla", 5).validate()
@@ -131,7 +131,7 @@ def test_beta_sweep_is_paired_and_beta_zero_samples_the_prior(gebm):
     default = sampling.Sampler(model, dataclasses.replace(spec, beta=20.0), chunk_size=256)
     np.testing.assert_array_equal(default.draw(key, g_vars, e_vars, n).samples, hot.samples)
     for bad in (-1.0, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
+        with pytest.raises(ValueError, match="beta=.* must be a finite number >= 0"):
             next(sampler.chunks(key, g_vars, e_vars, n, beta=bad))
 
 
@@ -169,3 +169,61 @@ def test_presets_are_valid_sampler_settings():
     mala = sampling.PRESETS["adapted_mala"]
     assert mala["kernel"] == "mala" and mala["num_adaptation_steps"] > 0
     assert mala["num_steps"] + mala["num_adaptation_steps"] == kla["num_steps"]  # same budget
+
+
+def test_sample_gebm_is_the_direct_hmc_sample_call(gebm):
+    """The one sampling path builds U(z) = |z|^2 / 2 + beta E(B(z)), draws z0 ~ N(0, I) from the
+    first half of split(key) and runs hmc.sample with the second half: the same numbers as writing
+    it out (what training's evaluation and the claims did before), for given starts too."""
+    model, g_vars, e_vars = gebm
+    key = jax.random.PRNGKey(3)
+    spec = SPEC.with_options(num_adaptation_steps=2)
+    z0, result = jax.jit(lambda k: sampling.sample_gebm(k, model, spec, g_vars, e_vars,
+                                                        num_chains=6, thin=3))(key)
+    key_z, key_mcmc = jax.random.split(key)
+    expected_z0 = jax.random.normal(key_z, (6, LATENT), jnp.float32)
+    potential = latent.potential(model.generator, model.energy, g_vars, e_vars, beta=SPEC.beta)
+    expected = jax.jit(lambda k, z: hmc.sample(k, potential, z, kernel="mala", num_steps=6,
+                                               step_size=0.1, num_adaptation_steps=2,
+                                               thin=3))(key_mcmc, expected_z0)
+    np.testing.assert_array_equal(z0, expected_z0)
+    np.testing.assert_allclose(result.position, expected.position, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(result.trace, expected.trace, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(result.acceptance_rate, expected.acceptance_rate)
+    # Given starts and a beta override (here back to SPEC's): the key goes to the chains unsplit.
+    _, given = sampling.sample_gebm(key_mcmc, model, dataclasses.replace(spec, beta=1.0), g_vars,
+                                    e_vars, z0=expected_z0, beta=SPEC.beta, thin=3)
+    np.testing.assert_allclose(given.position, expected.position, rtol=1e-6, atol=1e-6)
+
+
+def test_from_config_validates_once_with_the_config_keys():
+    from configs import default  # pylint: disable=g-import-not-at-top
+    from kale_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+    sampler = default.get_config().sampler
+    spec = sampling.from_config(sampler, record_every=100)
+    assert (spec.kernel, spec.num_steps, spec.step_size, spec.beta, spec.record_every) == (
+        sampler.kernel, sampler.num_steps, sampler.step_size, sampler.beta, 100)
+    assert dict(spec.options) == {k: sampler[k] for k in sampling.SAMPLER_OPTIONS
+                                  if sampler.get(k) is not None}
+    # Adaptation is allowed exactly for hmc.ADAPTIVE_KERNELS.
+    for kernel in hmc.KERNELS:
+        settings = dict(sampler.to_dict(), kernel=kernel, num_adaptation_steps=5)
+        if kernel in hmc.ADAPTIVE_KERNELS:
+            sampling.from_config(settings)
+        else:
+            with pytest.raises(ConfigError, match=r"^config.sampler.num_adaptation_steps=5 needs "
+                                                  r"config.sampler.kernel in"):
+                sampling.from_config(settings)
+    for key, value, allowed in (("num_steps", -1, ">= 0"), ("step_size", 0.0, "> 0"),
+                                ("beta", float("inf"), "> 0"), ("unroll", 0, ">= 1"),
+                                ("target_acceptance", 1.0, "(0, 1)"),
+                                ("decay_factor", 0.5, "give both")):
+        with pytest.raises(ConfigError) as error:
+            sampling.from_config(dict(sampler.to_dict(), **{key: value}))
+        assert str(error.value).startswith(f"config.sampler.{key}={value!r}")
+        assert allowed in str(error.value)
+    # Another kernel keeps only the options it reads.
+    hmc_spec = sampling.from_config(dict(sampler.to_dict(), kernel="hmc", num_leapfrog_steps=3,
+                                         friction=0.5))
+    assert dict(hmc_spec.with_kernel("kla").options) == {"friction": 0.5}
+    assert dict(hmc_spec.with_kernel("mala").options) == {"num_adaptation_steps": 100}

@@ -233,7 +233,7 @@ def test_registered_as_a_sampled_image_set(exact):
     test = data.eval_examples(config, split="test", num_examples=32, seed=3)
     assert not np.array_equal(test, batch)
     # data.image_size may only be 16.
-    with pytest.raises(ValueError, match=r"data.image_size must be one of \(16,\), got 32"):
+    with pytest.raises(ValueError, match=r"data.image_size=32 is not one of \(16,\)"):
         data.get_info(ml_collections.ConfigDict(dict(name="shapes", image_size=32)))
     with pytest.raises(ValueError, match=r"data.image_size"):
         dataset.exact_metrics(ml_collections.ConfigDict(dict(name="shapes", image_size=8)),
@@ -246,7 +246,7 @@ def test_config_validates_and_rejects_other_image_sizes():
     validate(config, num_devices=2)
     assert config.data.name == "shapes" and config.model.latent_dim == 8
     config.data.image_size = 32
-    with pytest.raises(ConfigError, match=r"config\.data\.image_size must be one of \(16,\)"):
+    with pytest.raises(ConfigError, match=r"config\.data\.image_size=32 is not one of \(16,\)"):
         validate(config, num_devices=2)
     config = shapes_config.get_config()
     config.model.generator = "sngan"  # 16x16 is the DCGAN pair's alone

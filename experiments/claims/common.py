@@ -148,32 +148,33 @@ class Trained:
 
     def gebm_samples(self, key, num: int, *, kernel: Optional[str] = None,
                      num_steps: Optional[int] = None, thin: Optional[int] = None, **options):
-        """MCMC in latent space (kale_jax.hmc.sample on kale_jax.latent.potential).
+        """MCMC in latent space (kale_jax.sampling.sample_gebm, one key split into the starts'
+        and the chains').
 
-        Sampler settings default to the config's `sampler` block; keyword options override them.
+        Sampler settings default to the config's `sampler` block; keyword options override them
+        (a `kernel` override drops the options that kernel does not read).
         Returns (samples (num, ...) of the final positions, the SampleResult).
         """
-        import jax  # pylint: disable=g-import-not-at-top
-        sampler = {k: v for k, v in self.config.sampler.to_dict().items() if v is not None}
-        sampler.update({k: v for k, v in options.items()})
-        if kernel is not None:
-            sampler["kernel"] = kernel
-            if kernel not in ("mala", "hmc"):
-                sampler.pop("num_adaptation_steps", None)
-                sampler.pop("target_acceptance", None)
-            if kernel != "hmc":
-                sampler.pop("num_leapfrog_steps", None)
-            if kernel != "kla":
-                sampler.pop("friction", None)
+        from kale_jax import sampling  # pylint: disable=g-import-not-at-top
+        settings = self.config.sampler.to_dict()
+        settings.update(options)
         if num_steps is not None:
-            sampler["num_steps"] = num_steps
-        key_z, key_mcmc = jax.random.split(key)
-        z0 = jax.random.normal(key_z, (num, self.spec.latent_dim))
-        result = _sample(self.spec, tuple(sorted(sampler.items())), thin,
-                         self.state.generator_variables(), self.state.energy_variables(),
-                         z0, key_mcmc)
+            settings["num_steps"] = num_steps
+        spec = sampling.from_config(settings)
+        if kernel is not None:
+            spec = spec.with_kernel(kernel)
+            spec.validate("config.sampler")
+        result = _sample(self.model, spec, thin, num, self.state.generator_variables(),
+                         self.state.energy_variables(), key)
         return np.asarray(_generate(self.spec, self.state.generator_variables(),
                                     result.position)), result
+
+    @property
+    def model(self):
+        """The GEBM's networks as a kale_jax.sampling.Model."""
+        from kale_jax import sampling  # pylint: disable=g-import-not-at-top
+        return sampling.Model(self.spec.generator, self.spec.energy, self.spec.latent_dim,
+                              self.spec.energy_floor)
 
     def decode(self, z) -> np.ndarray:
         return np.asarray(_generate(self.spec, self.state.generator_variables(), z))
@@ -224,30 +225,22 @@ def _jit_generate(spec):
     return _JITS[key]
 
 
-def _sample(spec, sampler: tuple, thin, generator_variables, energy_variables, z0, key):
+def _sample(model, spec, thin, num, generator_variables, energy_variables, key):
+    """sampling.sample_gebm, jit-compiled once per (model, spec, thin, num)."""
     import jax  # pylint: disable=g-import-not-at-top
-    from kale_jax import hmc, latent  # pylint: disable=g-import-not-at-top
-    cache_key = ("sample", spec, sampler, thin)
+    from kale_jax import sampling  # pylint: disable=g-import-not-at-top
+    cache_key = ("sample", model, spec, thin, num)
     if cache_key not in _JITS:
-        options = dict(sampler)
-        beta = options.pop("beta", 1.0)
-
-        def run(gv, ev, z, k):
-            potential = latent.potential(spec.generator, spec.energy, gv, ev, beta=beta,
-                                         energy_floor=spec.energy_floor)
-            return hmc.sample(k, potential, z, thin=thin, **options)
-
+        def run(gv, ev, k):
+            return sampling.sample_gebm(k, model, spec, gv, ev, num_chains=num, thin=thin)[1]
         _JITS[cache_key] = jax.jit(run)
-    return _JITS[cache_key](generator_variables, energy_variables, z0, key)
+    return _JITS[cache_key](generator_variables, energy_variables, key)
 
 
 def mmd_bandwidths(reference: np.ndarray) -> np.ndarray:
-    """One fixed Gaussian-mixture kernel from reference samples alone (median x (0.5, 1, 2)),
-    so that MMDs of different models against the same reference are comparable."""
+    """kale_jax.metrics.reference_bandwidths: one fixed kernel from reference samples alone."""
     from kale_jax import metrics  # pylint: disable=g-import-not-at-top
-    half = reference.shape[0] // 2
-    scales = np.asarray(metrics.DEFAULT_BANDWIDTH_SCALES, np.float32)
-    return np.asarray(metrics.median_bandwidth(reference[:half], reference[half:])) * scales
+    return metrics.reference_bandwidths(reference)
 
 
 def mmd(reference: np.ndarray, samples: np.ndarray, bandwidths: np.ndarray) -> float:

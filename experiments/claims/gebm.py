@@ -258,25 +258,25 @@ def _run_chains(trained, runs: Sequence[ChainRun], z0, key,
       [kale_jax.hmc.SampleResult per run].
     """
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-    from kale_jax import hmc, latent  # pylint: disable=g-import-not-at-top
+    from kale_jax import sampling  # pylint: disable=g-import-not-at-top
     spec = trained.spec
+    model = trained.model
     runs = tuple(runs)
     if (spec, runs) not in _CHAIN_JITS:
         def program(gv, ev, z, k, numbers):
             results = []
             for run, (step, beta, friction, factor) in zip(runs, numbers):
-                potential = latent.potential(spec.generator, spec.energy, gv, ev, beta=beta,
-                                             energy_floor=spec.energy_floor)
-                options = {}
+                options = {"num_adaptation_steps": run.num_adaptation_steps}
                 if run.kernel == "hmc":
                     options["num_leapfrog_steps"] = HMC_LEAPFROG
                 if run.kernel == "kla":
                     options["friction"] = friction
                 if run.decay_every is not None:
                     options.update(decay_factor=factor, decay_every=run.decay_every)
-                results.append(hmc.sample(
-                    k, potential, z, kernel=run.kernel, num_steps=run.num_steps, step_size=step,
-                    num_adaptation_steps=run.num_adaptation_steps, thin=run.thin, **options))
+                chain_spec = sampling.SamplerSpec(kernel=run.kernel, num_steps=run.num_steps,
+                                                  step_size=step).with_options(**options)
+                results.append(sampling.sample_gebm(k, model, chain_spec, gv, ev, z0=z,
+                                                    beta=beta, thin=run.thin)[1])
             return results
         _CHAIN_JITS[(spec, runs)] = jax.jit(program)
     numbers = jnp.asarray([[v["step_size"], v["beta"], v.get("friction", KLA_FRICTION),

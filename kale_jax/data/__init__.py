@@ -63,6 +63,7 @@ from typing import Any, Callable, Dict, Iterator, Mapping, NamedTuple, Optional
 
 import numpy as np
 
+from kale_jax import checks
 from kale_jax.data import (batching, curve, digits, shapes, sphere3d, tabular, tfds_images,
                            toys)
 
@@ -191,14 +192,12 @@ DATASETS: tuple[str, ...] = tuple(_REGISTRY)
 
 def _dataset(data_config: Mapping[str, Any]) -> _Dataset:
     name = data_config.get("name", None)
-    if name not in _REGISTRY:
-        raise ValueError(f"data.name must be one of {DATASETS}, got {name!r}.")
+    checks.check_choice(name, "config.data.name", DATASETS)
     return _REGISTRY[name]
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    checks.check_int(value, name, minimum=minimum)
 
 
 def get_info(data_config: Mapping[str, Any]) -> DatasetInfo:

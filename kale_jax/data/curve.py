@@ -49,7 +49,7 @@ import jax
 import numpy as np
 from scipy import special
 
-from kale_jax.errors import ConfigError
+from kale_jax import checks
 
 # (weight, a, b) of each Beta(a, b) component of the law of t; mode (a - 1) / (a + b - 2).
 T_MIXTURE = ((0.5, 9.0, 41.0), (0.2, 25.0, 25.0), (0.3, 41.0, 9.0))
@@ -322,16 +322,9 @@ def sample(key: KeyOrGenerator, num_samples: int, noise: float = 0.0) -> np.ndar
 def noise_of(data_config: Mapping[str, Any]) -> float:
     """``data.noise`` (default 0.0) as a float; ConfigError unless finite and >= 0."""
     value = data_config.get("noise", None)
-    value = 0.0 if value is None else value
-    try:
-        number = float("nan") if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not (math.isfinite(number) and number >= 0.0):
-        raise ConfigError(f"config.data.noise={value!r} must be a finite number >= 0 (the std "
-                          "of Gaussian noise around the curve); use 0.0 for points exactly on "
-                          "it")
-    return number
+    return checks.check_positive(0.0 if value is None else value, "config.data.noise",
+                                 allow_zero=True, fix="the std of Gaussian noise around the "
+                                 "curve; use 0.0 for points exactly on it")
 
 
 def sampler(data_config: Mapping[str, Any]):

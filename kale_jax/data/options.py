@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from kale_jax import checks
+
 
 def get(data_config: Mapping[str, Any], key: str, default: Any) -> Any:
     """`data_config[key]`, or `default` when the key is absent or None."""
@@ -15,21 +17,19 @@ def get(data_config: Mapping[str, Any], key: str, default: Any) -> Any:
 
 
 def positive_float(data_config: Mapping[str, Any], key: str, default: float) -> float:
-    """`data_config[key]` (default `default`) as a float; ValueError unless finite and > 0."""
-    value = get(data_config, key, default)
-    try:
-        number = float("nan") if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not number > 0.0 or number == float("inf"):
-        raise ValueError(f"data.{key} must be a finite number > 0, got {value!r}.")
-    return number
+    """`data_config[key]` (default `default`) as a float; ConfigError unless finite and > 0."""
+    return checks.check_positive(get(data_config, key, default), f"config.data.{key}")
 
 
 def choice(data_config: Mapping[str, Any], key: str, default: Any,
            allowed: Sequence[Any]) -> Any:
-    """`data_config[key]` (default `default`); ValueError unless it is one of `allowed`."""
-    value = get(data_config, key, default)
-    if isinstance(value, bool) or value not in allowed:
-        raise ValueError(f"data.{key} must be one of {tuple(allowed)}, got {value!r}.")
-    return value
+    """`data_config[key]` (default `default`); ConfigError unless it is one of `allowed`."""
+    return checks.check_choice(get(data_config, key, default), f"config.data.{key}", allowed)
+
+
+def integer(data_config: Mapping[str, Any], key: str, default: int, minimum: int = 1,
+            maximum: Any = None, fix: Any = None) -> int:
+    """`data_config[key]` (default `default`) as an int; ConfigError unless in [minimum,
+    maximum] (None: unbounded above)."""
+    return checks.check_int(get(data_config, key, default), f"config.data.{key}",
+                            minimum=minimum, maximum=maximum, fix=fix)

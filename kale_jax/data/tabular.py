@@ -45,6 +45,7 @@ from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from kale_jax import checks
 from kale_jax.errors import DataError
 
 SPLITS = ("train", "valid", "test")
@@ -312,9 +313,7 @@ UCI_NAMES = tuple(n for n in NAMES if n != MIXTURE_NAME)
 def _split_seed(data_config: Mapping[str, Any]) -> int:
     seed = data_config.get("split_seed", None)
     seed = DEFAULT_SPLIT_SEED if seed is None else seed
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"data.split_seed must be an integer >= 0, got {seed!r}.")
-    return int(seed)
+    return checks.check_int(seed, "config.data.split_seed", minimum=0)
 
 
 @functools.lru_cache(maxsize=8)

@@ -91,6 +91,7 @@ from typing import Any, Iterator, Mapping, NamedTuple, Optional
 
 import numpy as np
 
+from kale_jax import checks
 from kale_jax.data import options
 from kale_jax.errors import DataError
 
@@ -178,20 +179,13 @@ def crop_size(data_config: Mapping[str, Any]) -> Optional[int]:
     spec = image_set(data_config)
     if spec.face_crop is None:
         return None
-    value = options.get(data_config, "crop_size", spec.face_crop)
-    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-            or not 1 <= value <= min(CELEBA_SHAPE)):
-        raise ValueError(f"data.crop_size must be an integer in [1, {min(CELEBA_SHAPE)}] "
-                         f"(celeb_a images are {CELEBA_SHAPE[0]}x{CELEBA_SHAPE[1]}), "
-                         f"got {value!r}.")
-    return int(value)
+    return options.integer(data_config, "crop_size", spec.face_crop, minimum=1,
+                           maximum=min(CELEBA_SHAPE),
+                           fix=f"celeb_a images are {CELEBA_SHAPE[0]}x{CELEBA_SHAPE[1]}")
 
 
 def _int_option(data_config: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
-    value = options.get(data_config, key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"data.{key} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
+    return options.integer(data_config, key, default, minimum=minimum)
 
 
 def _bool_option(data_config: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -433,8 +427,7 @@ def train_batches(data_config: Mapping[str, Any], *, batch_size: int, seed: int,
     process_index, process_count = _process(process_index, process_count)
     for name, value, minimum in (("batch_size", batch_size, 1), ("seed", seed, 0),
                                  ("start_step", start_step, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+        checks.check_int(value, name, minimum=minimum)
     if batch_size % process_count:
         raise ValueError(f"batch_size must be divisible by process_count={process_count}, "
                          f"got {batch_size}.")
@@ -496,8 +489,7 @@ def eval_examples(data_config: Mapping[str, Any], *, split: str = "test", num_ex
     size = get_info(data_config).shape[0]
     tfds_split = eval_split(data_config, split)
     for name, value, minimum in (("num_examples", num_examples, 1), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+        checks.check_int(value, name, minimum=minimum)
     tf = _tensorflow()
     encoded = _encoded_images(data_config, tfds_split)
     available = _num_examples(encoded)
@@ -528,8 +520,7 @@ def _process(process_index: Optional[int], process_count: Optional[int]) -> tupl
         process_count = jax.process_count() if process_count is None else process_count
     for name, value, minimum in (("process_count", process_count, 1),
                                  ("process_index", process_index, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+        checks.check_int(value, name, minimum=minimum)
     if process_index >= process_count:
         raise ValueError(f"process_index must be < process_count={process_count}, "
                          f"got {process_index}.")

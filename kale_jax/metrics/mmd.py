@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kale_jax import checks
+
 Array = jax.Array
 Bandwidths = Union[float, Sequence[float], Array]
 
@@ -80,11 +82,28 @@ def median_bandwidth(x: Array, y: Array, *, max_points: int = DEFAULT_MEDIAN_POI
     """
     x, y = jnp.asarray(x), jnp.asarray(y)
     _check_pair(x, y)
-    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
-        raise ValueError(f"max_points must be an integer >= 1, got {max_points!r}.")
+    checks.check_int(max_points, "max_points", minimum=1)
     if min(x.shape[0], max_points) + min(y.shape[0], max_points) < 2:
         raise ValueError("median_bandwidth needs at least two points in total.")
     return _median_bandwidth(x, y, max_points)
+
+
+def reference_bandwidths(reference: Array,
+                         scales: Sequence[float] = DEFAULT_BANDWIDTH_SCALES) -> np.ndarray:
+    """One fixed kernel's bandwidths from reference samples alone, for comparable MMDs.
+
+    The median heuristic on the reference's two halves (median_bandwidth(first, second)) times
+    `scales`: MMDs of different models against the same reference then share one kernel.
+
+    Args:
+        reference: (n, ...) reference samples, n >= 2.
+        scales: multipliers of the median distance.
+    Returns:
+        (len(scales),) float32 bandwidths, in the data's units.
+    """
+    half = max(reference.shape[0] // 2, 1)
+    median = np.asarray(median_bandwidth(reference[:half], reference[half:]))
+    return median * np.asarray(scales, np.float32)
 
 
 def _kernel_sum(x: Array, y: Array, bandwidths: Array, exclude_diagonal: bool,
@@ -169,8 +188,7 @@ def mmd2(x: Array, y: Array, *, bandwidths: Optional[Bandwidths] = None,
     if x.shape[0] < 2 or y.shape[0] < 2:
         raise ValueError(f"x and y need at least 2 rows each, got {x.shape[0]} and "
                          f"{y.shape[0]}.")
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}.")
+    checks.check_int(block_size, "block_size", minimum=1)
     if bandwidths is not None:
         bandwidths = _as_bandwidths(bandwidths)
     return _mmd2(x, y, bandwidths, block_size=block_size)

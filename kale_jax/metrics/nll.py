@@ -10,9 +10,13 @@ of -E) is reported with the delta-method standard error
 
     se(log Z_hat) = se(Z_hat) / Z_hat = sd(w) / (sqrt(M) mean(w)),
 
-sd with Bessel's correction. Everything is accumulated in log space (running log-sum-exp of -E
-and of -2E), so energies of any scale and any number of chunks are fine. NLLs are nats per
-example (divide by D for nats per dimension).
+sd with Bessel's correction. The GEBM NLL is optimistic in expectation: Z_hat is unbiased, so by
+Jensen E[log Z_hat] <= log Z and -log q is biased low, by about se(log Z_hat)^2 / 2 for large M.
+The Kish effective sample size of the weights, ESS = (sum w)^2 / sum w^2 (`log_z_ess`), is
+reported beside it: an ESS far below M means a few base samples carry Z_hat, and then both the
+bias and the standard error are unreliable. Everything is accumulated in log space (running
+log-sum-exp of -E and of -2E), so energies of any scale and any number of chunks are fine. NLLs
+are nats per example (divide by D for nats per dimension).
 """
 from __future__ import annotations
 
@@ -69,6 +73,11 @@ def log_z_finalize(state: LogZState) -> Tuple[Array, Array]:
     return log_z, stderr
 
 
+def log_z_ess(state: LogZState) -> Array:
+    """Kish's effective sample size (sum w)^2 / sum w^2 of the weights w = exp(-E), in [1, M]."""
+    return jnp.exp(2.0 * state.log_sum - state.log_sum_sq)
+
+
 def log_partition(e_fake: Array) -> Tuple[Array, Array]:
     """(log mean exp(-e_fake), its delta-method standard error) from energies (m,)."""
     return log_z_finalize(log_z_update(log_z_init(), e_fake))
@@ -101,9 +110,11 @@ def _compiled(flow: nn.Module, energy: nn.Module, energy_floor: Optional[float])
 
 def estimate_log_z(flow: nn.Module, energy: nn.Module, flow_variables: Any,
                    energy_variables: Any, key: Array, num_samples: int,
-                   energy_floor: Optional[float] = None) -> Tuple[float, float]:
+                   energy_floor: Optional[float] = None, *,
+                   with_ess: bool = False) -> Tuple[float, ...]:
     """(log Z_hat, se) over `num_samples` base samples, in chunks of CHUNK_SIZE (chunk i drawn
-    from fold_in(key, i)); one compilation for any num_samples."""
+    from fold_in(key, i)); one compilation for any num_samples. With `with_ess`, also the
+    weights' effective sample size (log_z_ess)."""
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2 for a standard error, got {num_samples}")
     _, on_base = _compiled(flow, energy, energy_floor)
@@ -112,6 +123,8 @@ def estimate_log_z(flow: nn.Module, energy: nn.Module, flow_variables: Any,
         state = on_base(flow_variables, energy_variables, state, jax.random.fold_in(key, i),
                         min(CHUNK_SIZE, num_samples - i * CHUNK_SIZE))
     log_z, stderr = jax.device_get(log_z_finalize(state))
+    if with_ess:
+        return float(log_z), float(stderr), float(jax.device_get(log_z_ess(state)))
     return float(log_z), float(stderr)
 
 
@@ -138,17 +151,19 @@ def flow_and_gebm_nll(flow: nn.Module, energy: nn.Module, flow_variables: Any,
                       energy_floor: Optional[float] = None) -> Dict[str, float]:
     """NLLs (nats per example) of the flow g and of the GEBM g exp(-E) / Z on data splits.
 
-    Returns {'log_z', 'log_z_stderr'} and for each split name s: 'base_<s>_nll' (-mean log g),
-    'gebm_<s>_nll' (-mean log q), 'gebm_<s>_nll_sem' (standard error of the mean over the
-    examples; the log Z error `log_z_stderr` adds to it, shared by all examples).
+    Returns {'log_z', 'log_z_stderr', 'log_z_ess'} and for each split name s: 'base_<s>_nll'
+    (-mean log g), 'gebm_<s>_nll' (-mean log q), 'gebm_<s>_nll_sem' (standard error of the mean
+    over the examples; the log Z error `log_z_stderr` adds to it, shared by all examples).
+    gebm_<s>_nll is optimistic in expectation (the log of an unbiased Z estimate; see the module
+    docstring): read it with log_z_stderr and log_z_ess (the weights' effective sample size).
     """
-    log_z, stderr = estimate_log_z(flow, energy, flow_variables, energy_variables, key,
-                                   num_base_samples, energy_floor)
-    out = {"log_z": log_z, "log_z_stderr": stderr}
+    log_z, stderr, ess = estimate_log_z(flow, energy, flow_variables, energy_variables, key,
+                                        num_base_samples, energy_floor, with_ess=True)
+    out = {"log_z": log_z, "log_z_stderr": stderr, "log_z_ess": ess}
     for name, x in splits.items():
         log_g, e = log_probs_and_energies(flow, energy, flow_variables, energy_variables, x,
                                           energy_floor)
-        log_q = log_g - e - log_z
+        log_q = gebm_log_prob(log_g, e, log_z)
         out[f"base_{name}_nll"] = float(-np.mean(log_g))
         out[f"gebm_{name}_nll"] = float(-np.mean(log_q))
         out[f"gebm_{name}_nll_sem"] = float(np.std(log_q, ddof=1) / math.sqrt(len(log_q)))

@@ -51,7 +51,8 @@ ENERGIES = {
 }
 GENERATOR_NAMES: Tuple[str, ...] = tuple(GENERATORS)
 ENERGY_NAMES: Tuple[str, ...] = tuple(ENERGIES)
-IMAGE_NETWORK_NAMES: Tuple[str, ...] = ("dcgan", "sngan", "resnet")
+IMAGE_NETWORK_NAMES: Tuple[str, ...] = tuple(
+    n for n, c in GENERATORS.items() if c.input_kind == "image")
 # Generators with an exact density (flows.py): latent_dim = data dim, extra methods
 # 'forward', 'inverse', 'log_prob', 'sample'.
 FLOW_NAMES: Tuple[str, ...] = ("realnvp", "maf")
@@ -59,7 +60,7 @@ FLOW_NAMES: Tuple[str, ...] = ("realnvp", "maf")
 __all__ = [
     "GENERATORS", "ENERGIES", "GENERATOR_NAMES", "ENERGY_NAMES", "IMAGE_NETWORK_NAMES",
     "FLOW_NAMES", "RealNVP", "MAF", "is_flow",
-    "get_generator", "get_energy", "supported_image_sizes", "module_attributes",
+    "get_generator", "get_energy", "input_kind", "supported_image_sizes", "module_attributes",
     "init_variables", "count_parameters",
     "DCGANGenerator", "DCGANEnergy", "SNGANGenerator", "SNGANEnergy",
     "ResNetGenerator", "ResNetEnergy", "MLPGenerator", "MLPEnergy",
@@ -98,14 +99,26 @@ def get_energy(name: str, **kwargs: Any) -> nn.Module:
     return _build("energy", ENERGIES, name, kwargs)
 
 
-def supported_image_sizes(name: str) -> Tuple[int, ...]:
-    """Image sides the network `name` supports; () for vector networks ('mlp')."""
-    if name not in GENERATORS and name not in ENERGIES:
+def _network_class(name: str) -> type:
+    cls = GENERATORS.get(name) or ENERGIES.get(name)
+    if cls is None:
         raise ValueError(f"unknown network name {name!r}; allowed: "
                          f"{tuple(sorted(set(GENERATORS) | set(ENERGIES)))}")
-    if name == "dcgan":
-        return common.DCGAN_IMAGE_SIZES
-    return common.IMAGE_SIZES if name in IMAGE_NETWORK_NAMES else ()
+    return cls
+
+
+def input_kind(name: str) -> str:
+    """'image' or 'vector': what the network `name` takes (energies) or makes (generators).
+
+    Declared by each class as `input_kind`, so a new vector network needs no edit elsewhere.
+    """
+    return _network_class(name).input_kind
+
+
+def supported_image_sizes(name: str) -> Tuple[int, ...]:
+    """Image sides the network `name` supports (its class's `image_sizes`); () for vectors."""
+    cls = _network_class(name)
+    return tuple(cls.image_sizes) if cls.input_kind == "image" else ()
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kale_jax import checks
+
 Array = jax.Array
 
 # Image sizes the convolutional networks are built for: 32 -> 3 up/down stages, 64 -> 4.
@@ -35,16 +37,18 @@ ACTIVATIONS = {
 
 
 def check_image_size(owner: str, image_size: int, allowed: Sequence[int] = IMAGE_SIZES) -> None:
-    """Raises ValueError unless image_size is one of `allowed`."""
-    if image_size not in allowed:
-        raise ValueError(f"{owner}: image_size={image_size!r} is not supported; "
-                         f"allowed sizes are {tuple(allowed)}")
+    """Raises ConfigError (a ValueError) unless image_size is one of `allowed`."""
+    checks.check_choice(image_size, f"{owner}.image_size", tuple(allowed))
 
 
 def check_positive(owner: str, name: str, value: int) -> None:
-    """Raises ValueError unless value is a positive int."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{owner}: {name}={value!r} must be a positive integer")
+    """Raises ConfigError (a ValueError) unless value is an integer >= 1."""
+    checks.check_int(value, f"{owner}.{name}", minimum=1)
+
+
+def check_depth(owner: str, value: int) -> None:
+    """Raises ConfigError (a ValueError) unless the hidden-layer count is an integer >= 0."""
+    checks.check_int(value, f"{owner}.depth", minimum=0, fix="depth is the number of hidden layers")
 
 
 def get_activation(owner: str, name: str, value: Optional[str],
@@ -52,9 +56,8 @@ def get_activation(owner: str, name: str, value: Optional[str],
     """The activation function called `value` (identity for None when allow_none)."""
     if value is None and allow_none:
         return lambda x: x
-    if value not in ACTIVATIONS:
-        allowed = sorted(ACTIVATIONS) + (["None"] if allow_none else [])
-        raise ValueError(f"{owner}: {name}={value!r} is not supported; allowed: {allowed}")
+    allowed = tuple(sorted(ACTIVATIONS)) + ((None,) if allow_none else ())
+    checks.check_choice(value, f"{owner}.{name}", allowed)
     return ACTIVATIONS[value]
 
 

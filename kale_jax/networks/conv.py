@@ -19,7 +19,7 @@ as KALE's per-example expectations and the gradient penalty require.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import ClassVar, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -33,9 +33,9 @@ Array = jax.Array
 _INIT = common.normal_init(0.02)
 
 
-def _check(module: nn.Module, sizes=common.IMAGE_SIZES) -> None:
+def _check(module: nn.Module) -> None:
     owner = type(module).__name__
-    common.check_image_size(owner, module.image_size, sizes)
+    common.check_image_size(owner, module.image_size, module.image_sizes)
     common.check_positive(owner, "channels", module.channels)
     common.check_positive(owner, "width", module.width)
 
@@ -65,12 +65,14 @@ class DCGANGenerator(nn.Module):
       axis_name: device axis over which BatchNorm statistics are averaged (None: local batch).
     """
     image_size: int = 32
+    input_kind: ClassVar[str] = "image"  # NHWC images (networks.input_kind)
+    image_sizes: ClassVar[Tuple[int, ...]] = common.DCGAN_IMAGE_SIZES
     channels: int = 3
     width: int = 64
     axis_name: Optional[str] = None
 
     def __post_init__(self):
-        _check(self, common.DCGAN_IMAGE_SIZES)
+        _check(self)
         super().__post_init__()
 
     @nn.compact
@@ -100,11 +102,13 @@ class DCGANEnergy(nn.Module):
       width: channels of the first conv; each stride-2 conv doubles them.
     """
     image_size: int = 32
+    input_kind: ClassVar[str] = "image"  # NHWC images (networks.input_kind)
+    image_sizes: ClassVar[Tuple[int, ...]] = common.DCGAN_IMAGE_SIZES
     channels: int = 3
     width: int = 64
 
     def __post_init__(self):
-        _check(self, common.DCGAN_IMAGE_SIZES)
+        _check(self)
         super().__post_init__()
 
     @nn.compact
@@ -130,6 +134,8 @@ class SNGANGenerator(nn.Module):
       axis_name: device axis over which BatchNorm statistics are averaged (None: local batch).
     """
     image_size: int = 32
+    input_kind: ClassVar[str] = "image"  # NHWC images (networks.input_kind)
+    image_sizes: ClassVar[Tuple[int, ...]] = common.IMAGE_SIZES
     channels: int = 3
     width: int = 64
     axis_name: Optional[str] = None
@@ -168,6 +174,8 @@ class SNGANEnergy(nn.Module):
       width: channels of the first stage (64 in the paper).
     """
     image_size: int = 32
+    input_kind: ClassVar[str] = "image"  # NHWC images (networks.input_kind)
+    image_sizes: ClassVar[Tuple[int, ...]] = common.IMAGE_SIZES
     channels: int = 3
     width: int = 64
 

@@ -33,13 +33,14 @@ training from exploding without changing the exactness of the density.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Tuple
+from typing import Any, ClassVar, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kale_jax import checks
 from kale_jax.networks import common
 
 Array = jax.Array
@@ -62,11 +63,9 @@ def _check_flow(module: nn.Module) -> None:
     common.check_positive(owner, "dim", module.dim)
     common.check_positive(owner, "num_layers", module.num_layers)
     common.check_positive(owner, "hidden", module.hidden)
-    if not isinstance(module.depth, int) or isinstance(module.depth, bool) or module.depth < 0:
-        raise ValueError(f"{owner}: depth={module.depth!r} must be a non-negative integer")
+    common.check_depth(owner, module.depth)
     common.get_activation(owner, "activation", module.activation)
-    if not (isinstance(module.scale_bound, (int, float)) and module.scale_bound > 0):
-        raise ValueError(f"{owner}: scale_bound={module.scale_bound!r} must be a number > 0")
+    checks.check_positive(module.scale_bound, f"{owner}.scale_bound")
 
 
 def _check_input(owner: str, x: Array, dim: int) -> None:
@@ -92,6 +91,7 @@ class _Flow(nn.Module):
     activation: str = "relu"
     scale_bound: float = 3.0
     axis_name: Optional[str] = None
+    input_kind: ClassVar[str] = "vector"  # models vectors (networks.input_kind)
 
     def __post_init__(self):
         _check_flow(self)

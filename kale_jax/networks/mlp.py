@@ -4,7 +4,7 @@ Shapes: latents z (N, latent_dim) -> samples (N, output_dim); vectors (N, D) -> 
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import ClassVar, Optional
 
 import flax.linen as nn
 import jax
@@ -21,9 +21,7 @@ _INIT = common.uniform_variance_scaling(1.0, "fan_in")
 def _check(module: nn.Module) -> None:
     owner = type(module).__name__
     common.check_positive(owner, "hidden", module.hidden)
-    if not isinstance(module.depth, int) or isinstance(module.depth, bool) or module.depth < 0:
-        raise ValueError(f"{owner}: depth={module.depth!r} must be a non-negative integer "
-                         "(the number of hidden layers)")
+    common.check_depth(owner, module.depth)
     common.get_activation(owner, "activation", module.activation)
 
 
@@ -47,6 +45,7 @@ class MLPGenerator(nn.Module):
     batch_norm: bool = False
     output_activation: Optional[str] = None
     axis_name: Optional[str] = None
+    input_kind: ClassVar[str] = "vector"  # generators: outputs vectors (networks.input_kind)
 
     def __post_init__(self):
         _check(self)
@@ -87,6 +86,7 @@ class MLPEnergy(nn.Module):
     depth: int = 2
     activation: str = "leaky_relu"
     spectral_norm: bool = False
+    input_kind: ClassVar[str] = "vector"  # takes (N, D) vectors (networks.input_kind)
 
     def __post_init__(self):
         _check(self)

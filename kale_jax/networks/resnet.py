@@ -15,7 +15,7 @@ equal to the 32x32 stage's instead of four times it.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import ClassVar, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -37,7 +37,7 @@ def _channels(width: int, resolution: int) -> int:
 
 def _check(module: nn.Module) -> None:
     owner = type(module).__name__
-    common.check_image_size(owner, module.image_size)
+    common.check_image_size(owner, module.image_size, module.image_sizes)
     common.check_positive(owner, "channels", module.channels)
     common.check_positive(owner, "width", module.width)
 
@@ -107,6 +107,8 @@ class ResNetGenerator(nn.Module):
       axis_name: device axis over which BatchNorm statistics are averaged (None: local batch).
     """
     image_size: int = 32
+    input_kind: ClassVar[str] = "image"  # NHWC images (networks.input_kind)
+    image_sizes: ClassVar[Tuple[int, ...]] = common.IMAGE_SIZES
     channels: int = 3
     width: int = 256
     axis_name: Optional[str] = None
@@ -141,6 +143,8 @@ class ResNetEnergy(nn.Module):
       width: channels of the residual blocks (128 in the paper).
     """
     image_size: int = 32
+    input_kind: ClassVar[str] = "image"  # NHWC images (networks.input_kind)
+    image_sizes: ClassVar[Tuple[int, ...]] = common.IMAGE_SIZES
     channels: int = 3
     width: int = 128
 

@@ -2,10 +2,14 @@
 
 Metrics (metrics.jsonl names; nats per example; kale_jax.metrics.nll computes them):
   base_valid_nll, base_test_nll     -mean log g(x) of the flow base
-  gebm_valid_nll, gebm_test_nll     -mean log q(x) of the GEBM q = g exp(-E) / Z
+  gebm_valid_nll, gebm_test_nll     -mean log q(x) of the GEBM q = g exp(-E) / Z; optimistic in
+                                    expectation (log of an unbiased Z estimate: Jensen), by
+                                    about log_z_stderr^2 / 2
   gebm_test_nll_sem                 standard error of gebm_test_nll over the test examples
   log_z, log_z_stderr               Monte-Carlo log Z over eval.nll_base_samples base samples
                                     and its delta-method standard error
+  log_z_ess                         Kish's effective sample size of the weights exp(-E) behind
+                                    log_z (far below eval.nll_base_samples: log_z is unreliable)
   valid_nll, test_nll               those of the model being trained: the flow for
                                     model.base_objective='mle', the GEBM for 'kale' and
                                     'gebm_mle'

@@ -167,10 +167,7 @@ class EBMEvaluator:
         self.heldout = heldout[:num_heldout]
         self.reference = heldout[:num_samples]
         # The GEBM evaluation's kernel (evaluate.Evaluator): bandwidths from held-out data alone.
-        scales = np.asarray(metrics.DEFAULT_BANDWIDTH_SCALES, np.float32)
-        half = max(num_samples // 2, 1)
-        self.bandwidths = np.asarray(
-            metrics.median_bandwidth(self.reference[:half], self.reference[half:])) * scales
+        self.bandwidths = metrics.reference_bandwidths(self.reference)
         self.key = jax.random.fold_in(jax.random.PRNGKey(config.seed), EVAL_STREAM)
         self._evaluate = _compiled_evaluate(spec, tuple(info.shape), num_samples,
                                             min(num_samples, spec.buffer_size),

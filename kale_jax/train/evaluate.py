@@ -26,23 +26,17 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Dict
+from typing import Dict
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from kale_jax import data, hmc, kale, latent, metrics
+from kale_jax import data, kale, latent, metrics, sampling
 from kale_jax.train import outputs
 from kale_jax.train.state import TrainState
 from kale_jax.train.steps import EVAL_STREAM, StepSpec
-
-# Sampler options forwarded to kale_jax.hmc.sample when present (and not None) in config.sampler.
-_SAMPLER_OPTIONS = ("num_leapfrog_steps", "friction", "num_adaptation_steps", "target_acceptance",
-                    "step_size_schedule", "decay_factor", "decay_every", "unroll")
-_SAMPLER_KEYS = ("kernel", "num_steps", "step_size", "beta") + _SAMPLER_OPTIONS
-
 
 class Evaluator:
     """Evaluates one copy of a TrainState and writes pictures.
@@ -67,12 +61,8 @@ class Evaluator:
                                      num_examples=max(num_heldout, num_samples), seed=config.seed)
         self.heldout = heldout[:num_heldout]
         self.reference = heldout[:num_samples]  # compared with base / GEBM samples by MMD
-        scales = np.asarray(metrics.DEFAULT_BANDWIDTH_SCALES, np.float32)
-        half = max(num_samples // 2, 1)
-        self.bandwidths = np.asarray(
-            metrics.median_bandwidth(self.reference[:half], self.reference[half:])) * scales
-        sampler = tuple(sorted((k, v) for k, v in config.sampler.to_dict().items()
-                               if k in _SAMPLER_KEYS and v is not None))
+        self.bandwidths = metrics.reference_bandwidths(self.reference)
+        sampler = sampling.from_config(config.sampler)
         self._evaluate = _compiled_evaluate(spec, sampler, num_samples)
         from kale_jax.train import density  # pylint: disable=g-import-not-at-top
         self.density = density.DensityMetrics.maybe(config, spec)  # flow bases: likelihoods
@@ -111,15 +101,17 @@ class Evaluator:
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_evaluate(spec: StepSpec, sampler: tuple, num_samples: int):
+def _compiled_evaluate(spec: StepSpec, sampler: sampling.SamplerSpec, num_samples: int):
     """jit of _evaluate, cached so equal configs compile once per process."""
-    return jax.jit(functools.partial(_evaluate, spec, dict(sampler), num_samples))
+    return jax.jit(functools.partial(_evaluate, spec, sampler, num_samples))
 
 
-def _evaluate(spec: StepSpec, sampler: Dict[str, Any], num_samples: int, state: TrainState,
-              heldout: jax.Array, key: jax.Array) -> Dict[str, jax.Array]:
+def _evaluate(spec: StepSpec, sampler: sampling.SamplerSpec, num_samples: int,
+              state: TrainState, heldout: jax.Array, key: jax.Array) -> Dict[str, jax.Array]:
     key_heldout, key_base, key_chains, key_mcmc = jax.random.split(key, 4)
     generator_vars, energy_vars = state.generator_variables(), state.energy_variables()
+    # Inference mode: BatchNorm generators use their running averages here (trained in train
+    # mode, on batch statistics), as in experiments.sample.
     generate = latent.generator_fn(spec.generator, generator_vars)
     energy = latent.energy_fn(spec.energy, energy_vars, spec.energy_floor)
 
@@ -130,13 +122,9 @@ def _evaluate(spec: StepSpec, sampler: Dict[str, Any], num_samples: int, state: 
 
     out["base_samples"] = generate(
         jax.random.normal(key_base, (num_samples, spec.latent_dim), jnp.float32))
-    potential = latent.potential(spec.generator, spec.energy, generator_vars, energy_vars,
-                                 beta=sampler["beta"], energy_floor=spec.energy_floor)
-    z0 = jax.random.normal(key_chains, (num_samples, spec.latent_dim), jnp.float32)
-    options = {k: sampler[k] for k in _SAMPLER_OPTIONS if sampler.get(k) is not None}
-    result = hmc.sample(key_mcmc, potential, z0, kernel=sampler["kernel"],
-                        num_steps=sampler["num_steps"], step_size=sampler.get("step_size"),
-                        **options)
+    model = sampling.Model(spec.generator, spec.energy, spec.latent_dim, spec.energy_floor)
+    _, result = sampling.sample_gebm(key_mcmc, model, sampler, generator_vars, energy_vars,
+                                     start_key=key_chains, num_chains=num_samples)
     out["gebm_samples"] = generate(result.position)
     out["gebm_acceptance"] = jnp.mean(result.acceptance_rate)
     out["gebm_nonfinite"] = jnp.sum(result.num_nonfinite)

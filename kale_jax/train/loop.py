@@ -24,7 +24,8 @@ checkpoint directory or half metrics row is left; kale_jax.storage); on resume, 
 latest checkpoint is reported in one warning line, set aside, and the previous one is used.
 "Saved checkpoint at step N" is logged once step N is committed (kale_jax.checkpoint), and the
 last line of a run names the last committed checkpoint.
-config.debug (configs/default.py) can force a NaN, a full disk or slow the steps down, for tests.
+config.debug (configs/default.py) can force a NaN, a full disk or slow the steps down, for tests
+(kale_jax.train.faults).
 Steps 1-2 and the GEBM's iteration are this module's; the rest of the run is run_loop.run, shared
 with the EBM baseline's run (ebm_loop.train_ebm).
 """
@@ -256,10 +257,3 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         lambda trainer: evaluate.Evaluator(config, trainer.spec, trainer.info, workdir,
                                            write_pictures=jax.process_index() == 0),
         config_source=config_source)
-
-
-def _check_compatible(saved: Optional[Dict[str, Any]], current: Dict[str, Any],
-                      directory: str) -> None:
-    """Alias of validate.against_checkpoint (kept for older callers): ConfigError on mismatch."""
-    validate_lib.against_checkpoint(current, saved, directory=directory)
-

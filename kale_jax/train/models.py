@@ -1,11 +1,12 @@
 """Builds the generator and energy modules of a config for a dataset.
 
 Data-dependent arguments are filled in from the dataset's shape unless the config sets them:
-'mlp' generators get output_dim = number of features per example; image networks get
-image_size = H and channels = C. An 'mlp' generator on image data has its output reshaped to
-(N, H, W, C) (the 'mlp' energy flattens its input). The generator is built with
-axis_name=parallel.AXIS_NAME, so its BatchNorm (if any) uses global-batch statistics inside the
-training steps. `build` is also how a checkpoint's networks are rebuilt from its config.
+vector generators (class attribute input_kind = 'vector', e.g. 'mlp') get output_dim = number of
+features per example; image networks get image_size = H and channels = C. A vector generator on
+image data has its output reshaped to (N, H, W, C) (the 'mlp' energy flattens its input). The
+generator is built with axis_name=parallel.AXIS_NAME, so its BatchNorm (if any) uses global-batch
+statistics inside the training steps. `build` is also how a checkpoint's networks are rebuilt
+from its config.
 """
 from __future__ import annotations
 
@@ -34,13 +35,13 @@ def _kwargs(name: str, kwargs: dict, info: data.DatasetInfo, role: str) -> dict:
     kwargs = dict(kwargs)
     if name in networks.FLOW_NAMES:
         return _flow_kwargs(name, kwargs, info)
-    if name == "mlp":
+    if networks.input_kind(name) == "vector":
         if role == "generator":
             kwargs.setdefault("output_dim", math.prod(info.shape))
         return kwargs
     if info.kind != "image":
-        raise ValueError(f"config.model.{role}={name!r} is an image network but data "
-                         f"{info.name!r} holds vectors of shape {info.shape}; use 'mlp'")
+        raise ConfigError(f"config.model.{role}={name!r} is an image network but data "
+                          f"{info.name!r} holds vectors of shape {info.shape}; use 'mlp'")
     kwargs.setdefault("image_size", info.shape[0])
     kwargs.setdefault("channels", info.shape[-1])
     return kwargs
@@ -68,28 +69,42 @@ def latent_dim(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> int
 def build(config: ml_collections.ConfigDict,
           info: data.DatasetInfo) -> Tuple[nn.Module, nn.Module]:
     """(generator, energy) Linen modules for config.model on data described by `info`."""
+    return build_generator(config, info), build_energy(config, info)
+
+
+def build_generator(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> nn.Module:
+    """The generator module of config.model on data described by `info` (a vector generator on
+    image data has its outputs reshaped to the images' shape)."""
     model = config.model
     if (model.generator in networks.FLOW_NAMES and model.latent_dim is not None
             and model.latent_dim != math.prod(info.shape)):
         raise ConfigError(f"config.model.latent_dim={model.latent_dim} must equal the data "
                           f"dimension {math.prod(info.shape)} of {info.name!r} for the flow "
                           f"generator {model.generator!r}")
-    generator = networks.get_generator(
-        model.generator, axis_name=AXIS_NAME,
-        **_kwargs(model.generator, model.generator_kwargs.to_dict()
-                  if hasattr(model.generator_kwargs, "to_dict") else model.generator_kwargs,
-                  info, "generator"))
-    if model.generator == "mlp" and info.kind == "image":
+    generator = _construct(networks.get_generator, model.generator, "generator", dict(
+        axis_name=AXIS_NAME, **_kwargs(model.generator, _plain(model.generator_kwargs), info,
+                                       "generator")))
+    if networks.input_kind(model.generator) == "vector" and info.kind == "image":
         generator = ReshapedGenerator(generator, tuple(info.shape))
-    return generator, build_energy(config, info)
+    return generator
 
 
 def build_energy(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> nn.Module:
     """The energy module of config.model on data described by `info` (the generator's settings
     are not read: energy-only models use this, see kale_jax.train.ebm_loop)."""
     model = config.model
-    return networks.get_energy(
-        model.energy,
-        **_kwargs(model.energy, model.energy_kwargs.to_dict()
-                  if hasattr(model.energy_kwargs, "to_dict") else model.energy_kwargs,
-                  info, "energy"))
+    return _construct(networks.get_energy, model.energy, "energy",
+                      _kwargs(model.energy, _plain(model.energy_kwargs), info, "energy"))
+
+
+def _plain(kwargs) -> dict:
+    return kwargs.to_dict() if hasattr(kwargs, "to_dict") else dict(kwargs)
+
+
+def _construct(get, name: str, role: str, kwargs: dict) -> nn.Module:
+    """get(name, **kwargs); a bad keyword or value is a ConfigError naming
+    config.model.<role>_kwargs."""
+    try:
+        return get(name, **kwargs)
+    except ValueError as error:  # e.g. "MLPEnergy.hidden=0 must be an integer >= 1"
+        raise ConfigError(f"config.model.{role}_kwargs: {error}") from error

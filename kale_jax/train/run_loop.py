@@ -17,7 +17,8 @@ Order of a run (`run`): the workdir lock is checked, the trainer and evaluator a
 settings fail before anything is compiled or written), the workdir is created and locked; then
 `_train`: resume from the newest readable checkpoint (or start fresh), write config.json, open the
 metric writer, iterate with logging, finiteness checks, evaluation and checkpoint cadence, save on
-SIGTERM / SIGINT, and end with one line naming the last committed checkpoint.
+SIGTERM / SIGINT, and end with one line naming the last committed checkpoint. Tests' fault
+injection (config.debug) wraps the iteration (kale_jax.train.faults).
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from absl import logging
 from kale_jax import checkpoint as checkpoint_lib
 from kale_jax import data, storage, workdir_lock
 from kale_jax.errors import CheckpointError, NonFiniteError
-from kale_jax.train import outputs
+from kale_jax.train import faults, outputs
 from kale_jax.train import validate as validate_lib
 
 CHECKPOINT_DIR = "checkpoints"
@@ -52,7 +53,7 @@ class RunSpec:
       format: the checkpoint metadata's "format" entry (the state's class).
       start: (config, one copy of the state) -> (step reached, data batch to start from); raises
         ConfigError when the state cannot continue under the config.
-      poison: state -> the state with NaN parameters (config.debug.nan_at_step).
+      poison: state -> the state with NaN parameters (config.debug.nan_at_step, train.faults).
       final_eval_key: a metric every evaluation writes (a resumed run whose metrics.jsonl has it
         at the last step does not evaluate again).
       resume_keys: the config entries a checkpoint must agree on (validate.against_checkpoint).
@@ -139,10 +140,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, spec: RunSpec, train
         raise
     writer = None
     stop = _StopFlag()
-    debug = config.get("debug") or {}
-    nan_at_step = debug.get("nan_at_step", None)
-    sleep_per_step = debug.get("sleep_per_step_s", None) or 0.0
-    full_disk_at = debug.get("full_disk_at_step", None) or -1
+    iterate = faults.install(config, trainer.run_iteration, spec.poison)  # tests' faults
 
     def diverged(what: str) -> NonFiniteError:
         checkpoints.wait()  # the last good checkpoint is the last committed one
@@ -193,14 +191,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, spec: RunSpec, train
             progress = outputs.Progress(step, num_steps)
             stop.install()
             while step < num_steps:
-                if step + 1 == nan_at_step:  # debug: step nan_at_step computes with NaNs
-                    state = spec.poison(state)
-                state, step_metrics = trainer.run_iteration(state, step, batches)
+                state, step_metrics = iterate(state, step, batches)
                 step += 1
-                if sleep_per_step:
-                    time.sleep(sleep_per_step)
-                if full_disk_at > 0:  # debug: every write from step full_disk_at fails
-                    storage.simulate_full_disk(step >= full_disk_at)
                 checkpoints.poll()  # a save that failed in the background stops the run here
                 if step % config.train.log_every == 0 or step == num_steps or stop.requested:
                     scalars = trainer.host_metrics(step_metrics)

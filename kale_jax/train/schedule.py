@@ -1,7 +1,7 @@
 """The training schedule: how many energy steps come before each base step.
 
-This is the paper's Algorithm 1 as its authors ran it (docs/design.md): before base step t the
-energy takes `n_critic_warmup` steps (100) if t is 0 or a multiple of `warmup_every` (500),
+This is the paper's Algorithm 1 as its authors ran it (docs/design.md): before base step t
+the energy takes `n_critic_warmup` steps (100) if t is 0 or a multiple of `warmup_every` (500),
 and `n_critic` steps (5) otherwise. The warm-up rounds let the energy catch up with the base, first
 from its random initialisation and then periodically as the base moves.
 """

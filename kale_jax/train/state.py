@@ -72,7 +72,7 @@ def split_variables(variables_: Mapping[str, Any]) -> tuple:
     unknown = set(variables_) - {"params", "batch_stats"}
     if unknown:
         raise ValueError(f"network variables have collections {sorted(unknown)}; only 'params' and "
-                         "'batch_stats' are supported (the kale_jax.networks contract)")
+                         "'batch_stats' are supported (docs/design.md, networks)")
     return variables_["params"], dict(variables_.get("batch_stats", {}))
 
 

@@ -22,6 +22,8 @@ Network modes (docs/math.md sections 3-4):
 * base step: generator in train mode with its state update kept; energy in inference mode.
 * A's initialisation: generator in train mode (update discarded) as in the energy step, energy in
   inference mode.
+* evaluation and sampling (kale_jax.latent, kale_jax.sampling): both networks in inference mode,
+  so a BatchNorm generator is trained on batch statistics but sampled on its running averages.
 """
 from __future__ import annotations
 

@@ -17,8 +17,9 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 import ml_collections
 
-from kale_jax import hmc, kale
+from kale_jax import checks, kale, sampling
 from kale_jax.errors import CheckpointError, ConfigError, DataError
+from kale_jax.train import faults
 from kale_jax.train.parallel import PARALLEL_KINDS
 
 # Config entries that fix a checkpoint's structure or meaning: a run resuming it must keep them
@@ -42,32 +43,33 @@ def _get(config: ml_collections.ConfigDict, key: str) -> Any:
     return node
 
 
-def _choice(config, key: str, allowed: Iterable[str]) -> None:
-    value = _get(config, key)
-    allowed = tuple(allowed)
-    if value not in allowed:
-        raise ConfigError(f"config.{key}={value!r} is not one of {allowed}")
+def _choice(config, key: str, allowed: Iterable[Any]) -> Any:
+    return checks.check_choice(_get(config, key), f"config.{key}", tuple(allowed))
 
 
-def _positive_int(config, key: str, minimum: int = 1) -> None:
-    value = _get(config, key)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"config.{key}={value!r} must be an integer >= {minimum}")
+def _positive_int(config, key: str, minimum: int = 1) -> int:
+    return checks.check_int(_get(config, key), f"config.{key}", minimum=minimum)
 
 
-def _positive_float(config, key: str, allow_zero: bool = False) -> None:
-    value = _get(config, key)
-    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and (value >= 0 if allow_zero else value > 0) and value != float("inf"))
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"config.{key}={value!r} must be a finite number {bound}")
+def _positive_float(config, key: str, allow_zero: bool = False) -> float:
+    return checks.check_positive(_get(config, key), f"config.{key}", allow_zero=allow_zero)
 
 
-def _in_open_unit(config, key: str) -> None:
-    value = _get(config, key)
-    if not (isinstance(value, numbers.Real) and 0.0 <= value < 1.0):
-        raise ConfigError(f"config.{key}={value!r} must be in [0, 1)")
+def _in_open_unit(config, key: str) -> float:
+    return checks.check_probability(_get(config, key), f"config.{key}", include_one=False)
+
+
+def _bool(config, key: str) -> None:
+    """config.<key> is True or False when present."""
+    section, _, leaf = key.rpartition(".")
+    if leaf in _get(config, section):
+        checks.check_bool(_get(config, key), f"config.{key}")
+
+
+def _energy_floor(config) -> None:
+    floor = _get(config, "model.energy_floor")
+    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, numbers.Real)):
+        raise ConfigError(f"config.model.energy_floor={floor!r} must be None or a number")
 
 
 BASE_OBJECTIVES = ("kale", "mle", "gebm_mle")
@@ -80,9 +82,7 @@ def _validate_base_objective(config) -> None:
     from kale_jax import networks  # pylint: disable=g-import-not-at-top
 
     objective = config.model.get("base_objective", "kale")
-    if objective not in BASE_OBJECTIVES:
-        raise ConfigError(f"config.model.base_objective={objective!r} is not one of "
-                          f"{BASE_OBJECTIVES}")
+    checks.check_choice(objective, "config.model.base_objective", BASE_OBJECTIVES)
     if objective in DENSITY_OBJECTIVES and config.model.generator not in networks.FLOW_NAMES:
         raise ConfigError(f"config.model.base_objective={objective!r} needs a flow generator "
                           f"(config.model.generator in {networks.FLOW_NAMES}), got "
@@ -98,12 +98,10 @@ def _validate_base_objective(config) -> None:
 def _validate_refinement(config) -> None:
     """config.train.refine_from: None (no refinement phase) or a base step in [1, num_steps);
     config.train.refine_penalty_weight: None (the joint phase's weight) or a number >= 0."""
-    start = config.train.get("refine_from")
     num_steps = config.train.num_steps
-    if start is not None and (isinstance(start, bool) or not isinstance(start, numbers.Integral)
-                              or not 1 <= start < num_steps):
-        raise ConfigError(f"config.train.refine_from={start!r} must be None (off) or an integer "
-                          f"in [1, config.train.num_steps={num_steps})")
+    checks.check_int(config.train.get("refine_from"), "config.train.refine_from", minimum=1,
+                     maximum=num_steps - 1, allow_none=True,
+                     fix=f"a base step in [1, config.train.num_steps={num_steps}), or None (off)")
     if config.train.get("refine_penalty_weight") is not None:
         _positive_float(config, "train.refine_penalty_weight", allow_zero=True)
 
@@ -138,9 +136,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     if not (_get(config, "model.latent_dim") is None
             and config.model.generator in networks.FLOW_NAMES):  # None: a flow's data dimension
         _positive_int(config, "model.latent_dim")
-    floor = _get(config, "model.energy_floor")
-    if floor is not None and not isinstance(floor, numbers.Real):
-        raise ConfigError(f"config.model.energy_floor={floor!r} must be None or a number")
+    _energy_floor(config)
     for key in ("model.generator_kwargs", "model.energy_kwargs"):
         if not hasattr(_get(config, key), "items"):
             raise ConfigError(f"config.{key}={_get(config, key)!r} must be a dict")
@@ -165,34 +161,18 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
         _positive_float(config, f"optim.{name}.decay_rate")
         _positive_int(config, f"optim.{name}.decay_steps")
 
-    _choice(config, "sampler.kernel", hmc.KERNELS)
-    _positive_int(config, "sampler.num_steps", minimum=0)
-    if config.sampler.kernel != "imh":
-        _positive_float(config, "sampler.step_size")
-    _positive_float(config, "sampler.beta")
-    _positive_int(config, "sampler.num_adaptation_steps", minimum=0)
-    if config.sampler.num_adaptation_steps and config.sampler.kernel not in hmc.ADAPTIVE_KERNELS:
-        raise ConfigError(f"config.sampler.num_adaptation_steps={config.sampler.num_adaptation_steps}"
-                         f" needs config.sampler.kernel in {hmc.ADAPTIVE_KERNELS}, got "
-                         f"{config.sampler.kernel!r}; set it to 0")
+    sampling.from_config(_get(config, "sampler"))
 
     _positive_int(config, "eval.num_samples")
     _positive_int(config, "eval.num_heldout")
-    for key in ("train.soft_clip", "train.tensorboard"):
-        if key.split(".")[-1] in config.train and not isinstance(_get(config, key), bool):
-            raise ConfigError(f"config.{key}={_get(config, key)!r} must be True or False")
-    _debug(config)
+    _bool(config, "train.soft_clip")
+    _bool(config, "train.tensorboard")
+    faults.check(config)
     _networks_fit_data(config)
 
 
 def _finite_pair(config, key: str) -> None:
-    value = _get(config, key)
-    ok = (isinstance(value, (tuple, list)) and len(value) == 2
-          and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
-                  and abs(v) != float("inf") for v in value) and value[0] < value[1])
-    if not ok:
-        raise ConfigError(f"config.{key}={value!r} must be a pair (low, high) of finite numbers "
-                          "with low < high")
+    checks.check_pair(_get(config, key), f"config.{key}")
 
 
 def _validate_ebm(config, num_devices: Optional[int]) -> None:
@@ -202,9 +182,7 @@ def _validate_ebm(config, num_devices: Optional[int]) -> None:
     from kale_jax import ebm, networks  # pylint: disable=g-import-not-at-top
 
     _choice(config, "model.energy", networks.ENERGY_NAMES)
-    floor = _get(config, "model.energy_floor")
-    if floor is not None and not isinstance(floor, numbers.Real):
-        raise ConfigError(f"config.model.energy_floor={floor!r} must be None or a number")
+    _energy_floor(config)
     if not hasattr(_get(config, "model.energy_kwargs"), "items"):
         raise ConfigError(f"config.model.energy_kwargs={config.model.energy_kwargs!r} must be a "
                           "dict")
@@ -229,9 +207,8 @@ def _validate_ebm(config, num_devices: Optional[int]) -> None:
     _in_open_unit(config, "optim.energy.b2")
     _positive_float(config, "optim.energy.decay_rate")
     _positive_int(config, "optim.energy.decay_steps")
-    for key in ("train.soft_clip", "train.tensorboard"):
-        if key.split(".")[-1] in config.train and not isinstance(_get(config, key), bool):
-            raise ConfigError(f"config.{key}={_get(config, key)!r} must be True or False")
+    _bool(config, "train.soft_clip")
+    _bool(config, "train.tensorboard")
 
     if "ebm" not in config:
         raise ConfigError("config.ebm is missing: config.train.criterion='ebm' needs the "
@@ -246,10 +223,7 @@ def _validate_ebm(config, num_devices: Optional[int]) -> None:
         raise ConfigError(f"config.ebm.buffer_size={config.ebm.buffer_size} must be >= "
                           f"config.train.batch_size={config.train.batch_size} (every step writes "
                           "a batch of chain ends); raise it")
-    reinit = _get(config, "ebm.reinit_prob")
-    if not (isinstance(reinit, numbers.Real) and not isinstance(reinit, bool)
-            and 0.0 <= reinit <= 1.0):
-        raise ConfigError(f"config.ebm.reinit_prob={reinit!r} must be in [0, 1]")
+    checks.check_probability(_get(config, "ebm.reinit_prob"), "config.ebm.reinit_prob")
     _choice(config, "ebm.init", ebm.INITS)
     if config.ebm.init == "uniform":
         _finite_pair(config, "ebm.init_box")
@@ -262,20 +236,8 @@ def _validate_ebm(config, num_devices: Optional[int]) -> None:
         _positive_int(config, "ebm.unroll")
     _positive_int(config, "eval.num_samples")
     _positive_int(config, "eval.num_heldout")
-    _debug(config)
+    faults.check(config)
     _networks_fit_data(config, roles=("energy",))
-
-
-def _debug(config) -> None:
-    """config.debug (optional): switches for fault-injection tests, off by default."""
-    if "debug" not in config:
-        return
-    if config.debug.get("nan_at_step") is not None:
-        _positive_int(config, "debug.nan_at_step", minimum=-1)
-    if config.debug.get("sleep_per_step_s") is not None:
-        _positive_float(config, "debug.sleep_per_step_s", allow_zero=True)
-    if config.debug.get("full_disk_at_step") is not None:
-        _positive_int(config, "debug.full_disk_at_step", minimum=-1)
 
 
 def _networks_fit_data(config, roles: Sequence[str] = ("generator", "energy")) -> None:
@@ -283,14 +245,12 @@ def _networks_fit_data(config, roles: Sequence[str] = ("generator", "energy")) -
     shape."""
     from kale_jax import data, networks  # pylint: disable=g-import-not-at-top
     from kale_jax.train import models  # pylint: disable=g-import-not-at-top
-    try:
+    try:  # the data modules raise ConfigError naming config.data.<key> themselves
         info = data.get_info(config.data)
     except (ConfigError, DataError):
         raise
-    except ValueError as error:  # the data modules name their keys 'data.<key>'
-        message = str(error)
-        raise ConfigError(("config." if message.startswith("data.") else "config.data: ")
-                          + message) from error
+    except ValueError as error:
+        raise ConfigError(f"config.data: {error}") from error
     for role in roles:
         name = config.model[role]
         sizes = networks.supported_image_sizes(name)
@@ -308,14 +268,9 @@ def _networks_fit_data(config, roles: Sequence[str] = ("generator", "energy")) -
         if info.shape[0] not in sizes:
             raise ConfigError(f"config.data.image_size={info.shape[0]!r} is not supported by "
                               f"config.model.{role}={name!r}; allowed: {sizes}")
-    try:  # constructs the Linen modules (nothing is traced)
-        if "generator" in roles:
-            models.build(config, info)
-        else:
-            models.build_energy(config, info)
-    except ValueError as error:  # e.g. "MLPEnergy: hidden=0 must be a positive integer"
-        role = "energy" if "nergy" in str(error) else "generator"
-        raise ConfigError(f"config.model.{role}_kwargs: {error}") from error
+    builders = {"generator": models.build_generator, "energy": models.build_energy}
+    for role in roles:  # constructs the Linen modules (nothing is traced); ConfigError if bad
+        builders[role](config, info)
 
 
 def _flatten(tree: Any, prefix: str) -> Dict[str, Any]:
