@@ -35,7 +35,7 @@ Keys (the layout every config shares; tools and tests rely on these names):
                            out: kale.soft_clip_gradients)
   train.a_init_batches     base batches for the Monte-Carlo initialisation of A
   train.log_every / eval_every / checkpoint_every / keep_checkpoints   in base steps
-  train.tensorboard        also write TensorBoard events (needs TensorFlow; metrics.jsonl always)
+  train.tensorboard        TensorBoard events too (the [tensorboard] extra); metrics.jsonl always
   optim.energy / optim.base   Adam: learning_rate, b1, b2; exponential decay decay_rate per
                            decay_steps updates (1.0 = constant)
   sampler.*                GEBM sampling (kale_jax.sampling.from_config, validated once): kernel,

@@ -1,17 +1,18 @@
-"""TensorBoard event files written without TensorFlow: scalars, PNG images and text.
+"""TensorBoard event files without TensorFlow: scalars, PNG images and text.
 
-An event file is a sequence of TFRecords (length, masked CRC32C of the length, an `Event`
-protocol buffer, its masked CRC32C); the first event names the format ('brain.Event:2'). The few
-protocol-buffer messages needed (Event, Summary, Summary.Value, Summary.Image, SummaryMetadata,
-TensorProto) are encoded here by hand, so writing events costs neither TensorFlow's import
-(seconds) nor a dependency: TensorBoard reads the files (`pip install -e '.[tensorboard]'`).
+The `tensorboard` package (install extra `[tensorboard]`) does the work: its protocol buffers
+(`tensorboard.compat.proto`: Event, Summary, TensorProto) and its TFRecord framing with CRC-32C
+(`tensorboard.summary.writer.record_writer.RecordWriter`). We do not use its `EventFileWriter`:
+it opens files through `tensorboard.compat.tf`, which imports TensorFlow (about 5 s) when
+TensorFlow is installed (it is, for tfds), and it writes from a background thread, so a failed
+write (a full disk) would surface late, not in the call that caused it.
 
 * scalars: `Summary.Value.simple_value` (TensorBoard's scalars dashboard);
 * images: `Summary.Value.image` holding the PNG bytes as written to disk (images dashboard);
-* text: a string tensor with the 'text' plugin's metadata (text dashboard; Markdown).
+* text: a string tensor with the text plugin's metadata (text dashboard; Markdown).
 
-Field numbers are those of tensorflow/core/framework/summary.proto, tensor.proto,
-tensor_shape.proto and tensorflow/core/util/event.proto.
+Nothing is imported from `tensorboard` until a writer is made; `available()` says whether it can
+be.
 """
 from __future__ import annotations
 
@@ -19,137 +20,74 @@ import os
 import socket
 import struct
 import time
-from typing import Optional
 
 FILE_VERSION = "brain.Event:2"
-_DT_STRING = 7  # tensorflow.DataType
-_DATA_CLASS_TENSOR = 2  # tensorboard SummaryMetadata.DataClass
+INSTALL_HINT = "pip install -e '.[tensorboard]'"
 
 
-# ------------------------------------------------------------------------------ CRC32C
-def _crc32c_table() -> tuple:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1  # reflected Castagnoli
-        table.append(crc)
-    return tuple(table)
-
-
-_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli) of `data`, as TFRecord uses it (crc32c(b'123456789') = 0xE3069283)."""
-    crc = 0xFFFFFFFF
-    table = _TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC: rotate right by 15 bits and add 0xa282ead8 (mod 2^32)."""
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def tfrecord(data: bytes) -> bytes:
-    """One TFRecord: uint64 length, masked CRC of the length, data, masked CRC of the data."""
-    length = struct.pack("<Q", len(data))
-    return (length + struct.pack("<I", masked_crc32c(length)) + data
-            + struct.pack("<I", masked_crc32c(data)))
-
-
-# ------------------------------------------------------------------------------ protobuf
-def _varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64  # two's complement, as protobuf encodes negative int64
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _key(field: int, wire_type: int) -> bytes:
-    return _varint((field << 3) | wire_type)
-
-
-def _int_field(field: int, value: int) -> bytes:
-    return _key(field, 0) + _varint(int(value))
-
-
-def _bytes_field(field: int, value) -> bytes:
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    return _key(field, 2) + _varint(len(value)) + value
-
-
-def _double_field(field: int, value: float) -> bytes:
-    return _key(field, 1) + struct.pack("<d", value)
-
-
-def _float_field(field: int, value: float) -> bytes:
-    return _key(field, 5) + struct.pack("<f", value)
-
-
-def _event(step: int, wall_time: float, *, summary: bytes = b"",
-           file_version: Optional[str] = None) -> bytes:
-    """Event: wall_time = 1 (double), step = 2, file_version = 3, summary = 5."""
-    out = _double_field(1, wall_time) + _int_field(2, step)
-    if file_version is not None:
-        out += _bytes_field(3, file_version)
-    else:
-        out += _bytes_field(5, summary)
-    return out
-
-
-def scalar_value(tag: str, value: float) -> bytes:
-    """Summary.Value: tag = 1, simple_value = 2 (float32)."""
-    return _bytes_field(1, tag) + _float_field(2, float(value))
+def available() -> bool:
+    """Whether the `tensorboard` package imports (event files can be written)."""
+    try:
+        # pylint: disable=g-import-not-at-top,unused-import
+        from tensorboard.compat.proto import event_pb2  # noqa: F401
+        from tensorboard.summary.writer import record_writer  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def png_size(png: bytes) -> tuple:
-    """(height, width) from a PNG's IHDR chunk."""
+    """(height, width) in pixels from a PNG's IHDR chunk.
+
+    Raises:
+      ValueError: `png` is not a PNG file's bytes.
+    """
     if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
         raise ValueError("not a PNG image")
     width, height = struct.unpack(">II", png[16:24])
     return height, width
 
 
-def image_value(tag: str, png: bytes) -> bytes:
-    """Summary.Value: tag = 1, image = 4 (Summary.Image: height = 1, width = 2,
-    colorspace = 3, encoded_image_string = 4)."""
+def _png_channels(png: bytes) -> int:
+    """Channels of a PNG from its IHDR colour type (a palette counts as RGB)."""
+    return {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(png[25], 3)
+
+
+def scalar_value(tag: str, value: float):
+    """A `Summary.Value` holding the scalar `value` (stored as float32) under `tag`."""
+    from tensorboard.compat.proto import summary_pb2  # pylint: disable=g-import-not-at-top
+    return summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
+
+
+def image_value(tag: str, png: bytes):
+    """A `Summary.Value` holding the PNG file bytes `png` as an image under `tag`."""
+    from tensorboard.compat.proto import summary_pb2  # pylint: disable=g-import-not-at-top
     height, width = png_size(png)
-    colour_type = png[25]  # 0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA
-    channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour_type, 3)
-    image = (_int_field(1, height) + _int_field(2, width) + _int_field(3, channels)
-             + _bytes_field(4, png))
-    return _bytes_field(1, tag) + _bytes_field(4, image)
+    image = summary_pb2.Summary.Image(height=height, width=width,
+                                      colorspace=_png_channels(png), encoded_image_string=png)
+    return summary_pb2.Summary.Value(tag=tag, image=image)
 
 
-def text_value(tag: str, text: str) -> bytes:
-    """Summary.Value: tag = 1, tensor = 8 (TensorProto: dtype = 1, tensor_shape = 2 (empty:
-    a scalar), string_val = 8), metadata = 9 (SummaryMetadata: plugin_data = 1 (PluginData:
-    plugin_name = 1), data_class = 4)."""
-    tensor = _int_field(1, _DT_STRING) + _bytes_field(2, b"") + _bytes_field(8, text)
-    metadata = _bytes_field(1, _bytes_field(1, "text")) + _int_field(4, _DATA_CLASS_TENSOR)
-    return _bytes_field(1, tag) + _bytes_field(8, tensor) + _bytes_field(9, metadata)
+def text_value(tag: str, text: str):
+    """A `Summary.Value` holding Markdown `text` (a scalar string tensor) for the text plugin."""
+    # pylint: disable=g-import-not-at-top
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorboard.plugins.text import metadata
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING,
+                                    tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+                                    string_val=[text.encode("utf-8")])
+    return summary_pb2.Summary.Value(
+        tag=tag, tensor=tensor,
+        metadata=metadata.create_summary_metadata(display_name=tag, description=""))
 
 
-# ------------------------------------------------------------------------------ the writer
 class EventWriter:
     """Appends summaries to a new event file in `logdir`
     (events.out.tfevents.<time>.<host>.<pid>.<n>; TensorBoard reads every such file).
 
-    Each event is one unbuffered write, so TensorBoard sees it at once and a crash loses
-    nothing written. Not thread-safe.
+    Each event is one unbuffered write made in the calling thread, so TensorBoard sees it at
+    once, a crash loses nothing written and a failed write raises where it happened. Not
+    thread-safe. Needs the `tensorboard` package (see `available`).
 
     Args:
       logdir: directory of the event file (created if missing).
@@ -158,23 +96,29 @@ class EventWriter:
     _count = 0
 
     def __init__(self, logdir: str):
+        # pylint: disable=g-import-not-at-top
+        from tensorboard.compat.proto import event_pb2
+        from tensorboard.summary.writer.record_writer import RecordWriter
+        self._event_pb2 = event_pb2
         os.makedirs(logdir, exist_ok=True)
         EventWriter._count += 1
         name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
                 f"{os.getpid()}.{EventWriter._count}")
         self.path = os.path.join(logdir, name)
-        self._file = open(self.path, "ab", buffering=0)
-        self._write(_event(0, time.time(), file_version=FILE_VERSION))
+        self._records = RecordWriter(open(self.path, "ab", buffering=0))
+        self._closed = False
+        self._write(event_pb2.Event(wall_time=time.time(), step=0, file_version=FILE_VERSION))
 
-    def _write(self, event: bytes) -> None:
-        if self._file is None:
+    def _write(self, event) -> None:
+        if self._closed:
             raise ValueError(f"write to the closed event file {self.path}")
-        self._file.write(tfrecord(event))
+        self._records.write(event.SerializeToString())
 
     def write_values(self, step: int, values: list) -> None:
-        """One event at `step` holding the encoded Summary.Values `values`."""
-        summary = b"".join(_bytes_field(1, v) for v in values)
-        self._write(_event(step, time.time(), summary=summary))
+        """One event at `step` holding the `Summary.Value`s `values` (see `scalar_value` etc.)."""
+        from tensorboard.compat.proto import summary_pb2  # pylint: disable=g-import-not-at-top
+        self._write(self._event_pb2.Event(wall_time=time.time(), step=int(step),
+                                          summary=summary_pb2.Summary(value=values)))
 
     def scalars(self, step: int, scalars: dict) -> None:
         """Scalars {tag: number} at `step` (one event)."""
@@ -189,13 +133,15 @@ class EventWriter:
         self.write_values(step, [text_value(tag, text)])
 
     def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
+        """Flushes the file (writes are unbuffered; kept for the writer interface)."""
+        if not self._closed:
+            self._records.flush()
 
     def close(self) -> None:
-        if self._file is not None:
+        """Flushes and closes the file (closed even when the flush fails)."""
+        if not self._closed:
+            self._closed = True
             try:
-                self._file.flush()
+                self._records.flush()
             finally:
-                self._file.close()
-                self._file = None
+                self._records.close()

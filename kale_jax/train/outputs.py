@@ -2,9 +2,10 @@
 
 * WORKDIR/metrics.jsonl: one JSON object per line, each with an integer 'step' (base steps) and
   float metrics.
-* TensorBoard event files in WORKDIR (kale_jax.train.events, no TensorFlow): the scalars of
-  metrics.jsonl under the same names, the config as text, and each evaluation's pictures
-  (WORKDIR/samples/*_<step>.png) as images under samples/<kind>.
+* TensorBoard event files in WORKDIR (kale_jax.train.events: the `tensorboard` package, no
+  TensorFlow): the scalars of metrics.jsonl under the same names, the config as text, and each
+  evaluation's pictures (WORKDIR/samples/*_<step>.png) as images under samples/<kind>. Without
+  the package, one info line names the install and no events are written.
 * WORKDIR/samples/*.png: image grids (image data) or scatter plots (2-D / 3-D vector data), drawn
   with matplotlib's Agg backend (no display needed).
 
@@ -25,6 +26,7 @@ import time
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+from absl import logging
 
 from kale_jax import storage
 from kale_jax.train import events
@@ -135,8 +137,12 @@ def _to_json(value):
     return value.tolist()
 
 
-def _tensorboard_writer(workdir: str) -> events.EventWriter:
-    """A TensorBoard event file in `workdir` (kale_jax.train.events: no TensorFlow import)."""
+def _tensorboard_writer(workdir: str) -> Optional[events.EventWriter]:
+    """A TensorBoard event file in `workdir`, or None (one info line) without `tensorboard`."""
+    if not events.available():
+        logging.info("No TensorBoard events: the tensorboard package is not installed (%s); "
+                     "metrics.jsonl has every metric.", events.INSTALL_HINT)
+        return None
     return events.EventWriter(workdir)
 
 
