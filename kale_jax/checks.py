@@ -1,7 +1,7 @@
 """Checks of user-given values: one line each, naming the key, the bad value and what is allowed.
 
     steps = check_int(config.sampler.num_steps, "config.sampler.num_steps", minimum=0)
-    kernel = check_choice(config.sampler.kernel, "config.sampler.kernel", hmc.KERNELS)
+    kernel = check_choice(config.sampler.kernel, "config.sampler.kernel", mcmc.names())
 
 Every check returns the value (converted: int, float) and raises kale_jax.errors.ConfigError (a
 ValueError) with the message "<key>=<value> must be ...". The caller passes the full key as the

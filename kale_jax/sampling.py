@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from kale_jax import checks, hmc, latent
+from kale_jax import checks, hmc, latent, mcmc
 from kale_jax.errors import ConfigError
 
 Array = jax.Array
@@ -61,7 +61,7 @@ _START_STREAM = 0x5A5A
 # Keys of config.sampler passed on to kale_jax.hmc.sample when not None (the kernel's default).
 SAMPLER_OPTIONS = ("num_leapfrog_steps", "friction", "num_adaptation_steps", "target_acceptance",
                    "step_size_schedule", "decay_factor", "decay_every", "unroll")
-# Options that only some kernels read; the adaptation options are read by hmc.ADAPTIVE_KERNELS.
+# Options that only some kernels read; the adaptation options by mcmc.adaptive_names().
 _KERNEL_ONLY_OPTIONS = {"num_leapfrog_steps": ("hmc",), "friction": ("kla",)}
 _ADAPTATION_OPTIONS = ("num_adaptation_steps", "target_acceptance")
 
@@ -171,7 +171,7 @@ class SamplerSpec:
     """How chains are run (see kale_jax.hmc.sample for the kernels and options).
 
     Attributes:
-      kernel: one of kale_jax.hmc.KERNELS ('ula', 'mala', 'hmc', 'kla', 'imh').
+      kernel: a registered kernel, kale_jax.mcmc.names() ('ula', 'mala', 'hmc', 'kla', 'imh', ...).
       num_steps: MCMC steps after any warm-up (>= 0); 0 gives base samples only.
       step_size: base step size (required except for 'imh').
       beta: inverse temperature on the energy, U(z) = |z|^2 / 2 + beta E(B(z)).
@@ -205,7 +205,7 @@ class SamplerSpec:
         """A copy running `kernel`, without the options that kernel does not read."""
         options = {k: v for k, v in self.options
                    if kernel in _KERNEL_ONLY_OPTIONS.get(k, (kernel,))
-                   and (k not in _ADAPTATION_OPTIONS or kernel in hmc.ADAPTIVE_KERNELS)}
+                   and (k not in _ADAPTATION_OPTIONS or kernel in mcmc.adaptive_names())}
         return dataclasses.replace(self, kernel=kernel, options=tuple(sorted(options.items())))
 
     def validate(self, key: str = "sampler") -> None:
@@ -214,23 +214,23 @@ class SamplerSpec:
         Args:
           key: the prefix of the names in messages, e.g. "config.sampler".
         """
-        checks.check_choice(self.kernel, f"{key}.kernel", hmc.KERNELS)
+        checks.check_choice(self.kernel, f"{key}.kernel", mcmc.names())
         checks.check_int(self.num_steps, f"{key}.num_steps", minimum=0)
         checks.check_int(self.record_every, f"{key}.record_every", minimum=1, allow_none=True)
         if self.record_every is not None and self.num_steps % self.record_every:
             raise ConfigError(f"{key}.record_every={self.record_every} must divide num_steps="
                               f"{self.num_steps}; e.g. record_every="
                               f"{math.gcd(self.num_steps, self.record_every)}")
-        if self.kernel != "imh":
+        if mcmc.get(self.kernel).uses_step_size:
             checks.check_positive(self.step_size, f"{key}.step_size",
                                   fix=f"kernel {self.kernel!r} needs a step size")
         checks.check_positive(self.beta, f"{key}.beta")
         options = dict(self.options)
         adaptation = checks.check_int(options.get("num_adaptation_steps", 0),
                                       f"{key}.num_adaptation_steps", minimum=0)
-        if adaptation and self.kernel not in hmc.ADAPTIVE_KERNELS:
+        if adaptation and self.kernel not in mcmc.adaptive_names():
             raise ConfigError(f"{key}.num_adaptation_steps={adaptation} needs {key}.kernel in "
-                              f"{hmc.ADAPTIVE_KERNELS}, got {self.kernel!r}; set "
+                              f"{mcmc.adaptive_names()}, got {self.kernel!r}; set "
                               f"{key}.num_adaptation_steps=0")
         if options.get("target_acceptance") is not None:
             checks.check_probability(options["target_acceptance"], f"{key}.target_acceptance",

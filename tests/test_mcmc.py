@@ -106,6 +106,19 @@ def test_registered_toy_kernel_samples_a_gaussian_with_adaptation(rwm):
     assert int(result.num_nonfinite.sum()) == 0
 
 
+def test_a_registered_kernel_passes_the_sampler_config_checks(rwm):
+    """SamplerSpec (config.sampler) reads the registry when it validates, not a list frozen at
+    import: the toy kernel and its adaptation are accepted, an unknown name is refused."""
+    from kale_jax import sampling  # pylint: disable=g-import-not-at-top
+    spec = sampling.SamplerSpec(kernel=rwm, num_steps=4, step_size=0.1).with_options(
+        num_adaptation_steps=2)
+    spec.validate("config.sampler")
+    assert dict(spec.with_kernel(rwm).options) == {"num_adaptation_steps": 2}
+    assert mcmc.adaptive_names() == ('mala', 'hmc', rwm)
+    with pytest.raises(ValueError, match=r"config.sampler.kernel='nuts' is not one of .*'rwm'"):
+        sampling.SamplerSpec(kernel="nuts", num_steps=4, step_size=0.1).validate("config.sampler")
+
+
 def test_registry_lists_the_builtin_kernels_and_their_needs():
     assert mcmc.names()[:5] == ('ula', 'mala', 'hmc', 'kla', 'imh')
     assert hmc.KERNELS == ('ula', 'mala', 'hmc', 'kla', 'imh')

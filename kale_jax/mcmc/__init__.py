@@ -12,9 +12,9 @@ U (chains,) and must not couple chains.
 """
 from kale_jax.mcmc import diagnostics, hmc, imh, kla, mala, noise, proposals, registry, run
 from kale_jax.mcmc import step_size, ula
-from kale_jax.mcmc.registry import KernelSpec, get, names, register, unregister
+from kale_jax.mcmc.registry import KernelSpec, adaptive_names, get, names, register, unregister
 
 __all__ = [
-    'KernelSpec', 'diagnostics', 'get', 'hmc', 'imh', 'kla', 'mala', 'names', 'noise',
+    'KernelSpec', 'adaptive_names', 'diagnostics', 'get', 'hmc', 'imh', 'kla', 'mala', 'names', 'noise',
     'proposals', 'register', 'registry', 'run', 'step_size', 'ula', 'unregister',
 ]

@@ -73,6 +73,11 @@ def get(name: str) -> KernelSpec:
     return _KERNELS[name]
 
 
+def adaptive_names() -> tuple[str, ...]:
+    """Registered kernels whose step size dual averaging adapts, in registration order."""
+    return tuple(name for name in names() if get(name).step_size_adaptation)
+
+
 def names() -> tuple[str, ...]:
     """Registered kernel names, in registration order."""
     return tuple(_KERNELS)
