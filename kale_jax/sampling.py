@@ -66,42 +66,10 @@ _KERNEL_ONLY_OPTIONS = {"num_leapfrog_steps": ("hmc",), "friction": ("kla",)}
 _ADAPTATION_OPTIONS = ("num_adaptation_steps", "target_acceptance")
 
 # Named sampler settings: values of config.sampler (experiments.sample --preset=NAME).
-#
-# 'authors_kla': the kinetic Langevin sampler of the authors' code (MichaelArbel/GeneralizedEBM,
-# samplers.LMCsampler; trainer.sample drives it), mapped exactly onto our 'kla'. Their step, with
-# step parameter lambda ("lmc_gamma", the "step-size") and friction kappa ("lmc_kappa", the
-# "friction"), is, writing h = 2 sqrt(lambda):
-#     z <- z + (h/2) v;  g = grad U(z);  v <- v - (h/2) g;
-#     v <- exp(-kappa h) v + sqrt(1 - exp(-2 kappa h)) xi;  v <- v - (h/2) g;  z <- z + (h/2) v
-# i.e. the ABOBA splitting of  dz = v dt, dv = -grad U dt - kappa v dt + sqrt(2 kappa) dW  with
-# time step h: lambda is not a time step but h^2 / 4, and kappa is a friction per unit time
-# exactly like our gamma (our O step is v <- exp(-gamma h) v + sqrt(1 - exp(-2 gamma h)) xi).
-# So step 1e-4 and friction 0.04 are our step_size h = 2 sqrt(1e-4) = 0.02 and friction 0.04.
-# Their sample mode runs 1000 steps in blocks of 10 and multiplies lambda by 0.1 after every 20
-# blocks (after steps 200, 400, 600, 800), so h is multiplied by sqrt(0.1) every 200 steps:
-# decay_factor = sqrt(0.1), decay_every = 200 (our multiplier decay_factor ** (t // decay_every),
-# t = 0, 1, ... is exactly theirs). Their potential is -log N(z; 0, I) + T E(B(z)) with the
-# "temperature" T = 100 multiplying the energy: our beta = 100.
-# Differences we keep: (1) splitting: ours is BAOAB (kick, drift, O, drift, kick; the gradient
-# at the new position), theirs ABOBA (drift, kick, O, kick, drift; both kicks use the gradient at
-# the midpoint); both are symmetric, second order, one gradient per step, same h and friction,
-# so they discretise the same dynamics but their paths differ at O(h^2) per step. (2) Start
-# velocity: theirs is 0, ours v ~ N(0, I) (the velocity's stationary law). With friction 0.04 and
-# h <= 0.02 the velocity keeps a memory of about 1 / (kappa h) >= 1250 steps, longer than the
-# run, so this changes the paths noticeably; it is not a setting of hmc.sample today.
-# Their code's own defaults differ from these numbers: LMCsampler's constructor defaults are
-# lambda = 1e-2 and kappa = 0.04, but main.py always passes --lmc_gamma / --lmc_kappa, whose
-# argparse defaults are 100 and 1e-2 and which configs/sampling.yaml sets to kappa = 100 (lambda
-# from the command line, 1e-4 in their README). See README, "Sampling and evaluation".
-#
-# 'authors_langevin': their README's sampling command (--latent_sampler=langevin
-# --lmc_gamma=0.0001 with configs/sampling.yaml: 1000 steps, temperature 100). LangevinSampler's
-# step z <- z - (lambda/2) grad U + sqrt(lambda) xi is our ULA z <- z - s grad U + sqrt(2 s) xi
-# with s = lambda / 2 = 5e-5, and lambda's decay by 0.1 every 200 steps is s's (decay_factor 0.1).
-#
-# 'adapted_mala': ours. MALA from a small step, tuned by 100 steps of dual averaging to the
-# acceptance 0.574, then 900 steps: 1000 gradient evaluations like the authors' 1000 steps.
-# beta = 1 (the model itself); sweep beta with config.sample.betas.
+# 'authors_kla' and 'authors_langevin' map the authors' public code (MichaelArbel/GeneralizedEBM)
+# exactly onto our kernels; the derivation, and what still differs, is in docs/math.md section 8.
+# 'adapted_mala' is ours: MALA tuned by 100 steps of dual averaging to acceptance 0.574, then 900
+# steps (1000 gradient evaluations, like the authors' 1000 steps), at beta = 1.
 AUTHORS_LAMBDA = 1e-4
 AUTHORS_KAPPA = 0.04
 AUTHORS_DECAY_EVERY = 200

@@ -12,12 +12,7 @@ Generators map z (N, latent_dim) to samples; energies map samples (N, ...) to (N
 All mutable state (BatchNorm averages, spectral-norm power-iteration vectors) is in the
 'batch_stats' collection; train=False reads it and updates nothing.
 
-Cost of one latent-MCMC step (value and gradient in z of 0.5|z|^2 + E(B(z)), inference mode,
-batch 64, 32x32x3, latent 100, default widths), from XLA's cost analysis: dcgan 8.4 GFLOP, sngan
-49.1, resnet 337 (114 with the authors' generator width 128). A 2-core CPU does 120-165 GFLOP/s
-in a large float32 matmul and 0.5-0.6 of that in these networks' convolutions; measured step
-times are in the README (Performance, `python -m experiments.benchmark`). Convs are NHWC; the
-resampling convs of common.py avoid XLA's zero-dilated forms.
+Convs are NHWC; the resampling convs of common.py avoid XLA's zero-dilated forms.
 """
 from __future__ import annotations
 
