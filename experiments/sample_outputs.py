@@ -44,11 +44,11 @@ def _chain_limits(gif: np.ndarray) -> np.ndarray:
 
 def _trail_segments(gif: np.ndarray, r: int, i: int, j: int):
     """Segments (chains * k, 2, 2) of each chain's path over the k <= TRAIL_RECORDS records
-    before record r in coordinates (i, j), and their ages (1 = oldest .. k = newest)."""
+    before record r in coordinates (i, j), and their ages in records (0 = newest .. k - 1)."""
     first = max(0, r - TRAIL_RECORDS)
     path = gif[first:r + 1][..., [i, j]]  # (k + 1, chains, 2)
     segments = np.stack([path[:-1], path[1:]], axis=2)  # (k, chains, 2, 2)
-    ages = np.repeat(np.arange(1, path.shape[0]), path.shape[1])
+    ages = np.repeat(np.arange(path.shape[0] - 2, -1, -1), path.shape[1])
     return segments.reshape(-1, 2, 2), ages
 
 
@@ -85,7 +85,7 @@ def chain_frames(gif: np.ndarray, steps, pixels: int = GIF_PIXELS) -> List[np.nd
         segments, ages = _trail_segments(gif, r, 0, 1)
         colours = np.zeros((len(ages), 4))
         colours[:, 2] = 0.6
-        colours[:, 3] = 0.8 * ages / max(TRAIL_RECORDS, 1)  # older segments fade out
+        colours[:, 3] = 0.85 * (1.0 - ages / TRAIL_RECORDS)  # older segments fade out
         trails.set_segments(segments)
         trails.set_color(colours)
         points.set_offsets(gif[r, :, :2])
