@@ -147,7 +147,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.sample.chunk_size = 500            # chains per compiled chunk (bounded memory)
     config.sample.record_every = 50           # metrics every k MCMC steps; divides num_steps
     config.sample.num_grid = 64               # images in base.png / gebm.png
-    config.sample.num_gif_chains = 16         # chains animated in chains.gif
+    config.sample.num_gif_chains = 64         # chains in chains.gif / chains.png
     config.sample.num_data_examples = 10000   # data examples per split for FID/KID/MMD stats
     config.sample.num_kale_examples = 2000    # train / held-out examples for the KALE estimates
     # None: on for embedded sets (toys, digits, shapes).

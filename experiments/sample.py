@@ -56,6 +56,8 @@ Writes to --outdir (default WORKDIR/sample/<preset> with --preset, else WORKDIR/
                  num_samples, record_steps, metrics (every curve above), base / gebm (the curves'
                  first / last values), kale_train, kale_heldout, acceptance_rate, num_nonfinite,
                  final_step_size, fid_enabled, timings; and for all betas:
+                 mmd_noise (MMD^2's standard deviation between two true samples of this size,
+                 kale_jax.metrics.mmd2_noise; None without MMD),
                  betas, chosen_beta, ess_fraction, select_by, selection = {metric, goal,
                  reference, validation: {"<beta>": value}, test: {"<beta>": value}, chosen_beta},
                  by_beta = {"<beta>": {beta, metrics: {curves}, final: {last values},
@@ -66,8 +68,11 @@ Writes to --outdir (default WORKDIR/sample/<preset> with --preset, else WORKDIR/
                  min(num_samples, config.sample.num_saved)), gebm (n, *data_shape) at the chosen
                  beta, and with several betas betas (B,) and gebm_per_beta (B, n, *data_shape);
                  written atomically, loadable with np.load(path, allow_pickle=False)
-  metrics.png (each metric against MCMC steps), chains.gif (config.sample.num_gif_chains chains
-  over the records), base.png / gebm.png image grids (images) or scatter.png (2-D / 3-D data):
+  metrics.png (each metric against MCMC steps, y-labelled, error bars from <name>_se, MMD's
+  noise level as a grey band), chains.gif (config.sample.num_gif_chains chains over the records;
+  2-D / 3-D data: x1-x2 with fading trails, 480 px; images: a grid of >= 400 px),
+  base.png / gebm.png image grids (images) or scatter.png (2-D / 3-D data as coordinate-pair
+  projections, MMD^2 and noise in each title) and chains.png (every chain's path):
   all at the chosen beta (the only one in a one-beta run)
   beta_sweep.png (several betas): per metric, the curves of every beta against MCMC steps, and
                  the final value against beta (log axis), test and validation, chosen beta marked
@@ -430,6 +435,10 @@ def run(config, workdir, outdir=None, step=None):
             config.data, num_examples=s.mmd_num_samples, seed=config.seed)
         # One kernel for validation and test, from validation data alone.
         bandwidths = metrics.reference_bandwidths(validation_reference)
+    mmd_noise = None
+    if use_mmd and reference.shape[0] >= 4:  # MMD^2's spread between two true samples
+        mmd_noise = metrics.mmd2_noise(reference, bandwidths=bandwidths, num_samples=min(
+            reference.shape[0], s.num_samples, s.mmd_num_samples), seed=config.seed)
     data_stats = {}
     if extractor is not None:
         keep = s.kid_subset_size * 4
@@ -515,7 +524,7 @@ def run(config, workdir, outdir=None, step=None):
         "base": {k: v[0] for k, v in first["metrics"].items()},
         "gebm": dict(first["final"]),
         **results_kale,
-        "ess_fraction": ess_fraction,
+        "ess_fraction": ess_fraction, "mmd_noise": mmd_noise,
         "acceptance_rate": first["acceptance_rate"],
         "num_nonfinite": first["num_nonfinite"], "fid_enabled": extractor is not None,
         "final_step_size": first["final_step_size"],
@@ -539,7 +548,8 @@ def run(config, workdir, outdir=None, step=None):
         f"{spec.kernel}, beta {sweep[chosen]:g} (chosen by validation {select_by})")
     title = f"{info.name}, {label}, checkpoint {step}"
     sample_outputs.write_pictures(outdir, info, runs[chosen]["grid"], runs[chosen]["gif"], steps,
-                                  by_beta[keys[chosen]]["metrics"], title, reference)
+                                  by_beta[keys[chosen]]["metrics"], title, reference,
+                                  mmd_noise=mmd_noise)
     if len(sweep) > 1:
         sample_outputs.plot_beta_sweep(os.path.join(outdir, "beta_sweep.png"), steps, sweep,
                                        by_beta, keys, chosen,

@@ -153,3 +153,24 @@ def test_reference_bandwidths_are_the_median_of_the_reference_alone():
     np.testing.assert_allclose(bandwidths, [1.5, 3.0, 6.0], rtol=1e-6)
     np.testing.assert_allclose(mmd.reference_bandwidths(reference, scales=(1.0,)), [3.0],
                                rtol=1e-6)
+
+
+def test_mmd2_noise_matches_the_spread_of_true_vs_true_mmd():
+    # Truth: the RMS of mmd2 over T = 200 pairs of fresh n-row draws of one Gaussian (mean 0 under
+    # P = Q). The estimate uses one n-row reference and 32 splits. Both RMS estimates have a
+    # relative standard error of about sqrt((kurtosis - 1) / (4 K)) with kurtosis ~ 6 for MMD^2's
+    # weighted chi-square null: ~8% for K = 200 and ~25% (more, splits share rows) for K = 32, so
+    # [0.6, 1.6] is about 2 standard errors; forgetting the n/2 -> n rescaling gives ~2x (fails).
+    n, dim, bandwidths = 300, 2, np.asarray([0.5, 1.0, 2.0], np.float32)
+    rng = np.random.RandomState(0)
+    truth = math.sqrt(np.mean([
+        float(mmd.mmd2(rng.randn(n, dim).astype(np.float32), rng.randn(n, dim).astype(np.float32),
+                       bandwidths=bandwidths)) ** 2 for _ in range(200)]))
+    reference = rng.randn(n, dim).astype(np.float32)
+    estimate = mmd.mmd2_noise(reference, bandwidths=bandwidths, num_splits=32)
+    assert 0.6 < estimate / truth < 1.6, (estimate, truth)
+    # Rescaling to m rows per side: variance ∝ 1 / (m (m - 1)).
+    quarter = mmd.mmd2_noise(reference, bandwidths=bandwidths, num_splits=32, num_samples=4 * n)
+    assert quarter == pytest.approx(estimate * math.sqrt(n * (n - 1) / (4 * n * (4 * n - 1))))
+    with pytest.raises(ValueError, match="at least 4 rows"):
+        mmd.mmd2_noise(reference[:3], bandwidths=bandwidths)

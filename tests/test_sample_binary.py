@@ -94,6 +94,7 @@ def test_sample_writes_results_pngs_and_gif(runs, kernel):
     assert all(math.isfinite(v) for v in curves["energy"] + curves["mmd"])
     assert result["base"]["energy"] == curves["energy"][0]
     assert result["gebm"]["mmd"] == curves["mmd"][-1]
+    assert 0.0 < result["mmd_noise"] < 0.1  # true-vs-true MMD² spread, drawn in metrics.png
     for name in ("kale_train", "kale_heldout"):
         assert math.isfinite(result[name])
     with Image.open(os.path.join(outdir, "base.png")) as grid:

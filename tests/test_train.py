@@ -136,6 +136,7 @@ def test_exact_resume(tmp_path):
     assert logged == [2, 3, 4, 6]
     final = [r for r in records if "mmd_gebm" in r][-1]
     assert final["step"] == 2 * n and np.isfinite(final["mmd_base"])
+    assert 0.0 < final["mmd_noise"] < 0.1  # true-vs-true MMD² spread, recorded with the MMDs
     assert os.path.isdir(tmp_path / "resumed" / "checkpoints" / str(2 * n))
     # A run with different networks must not resume from these checkpoints.
     other = _config(2 * n + 1)

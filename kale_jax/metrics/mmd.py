@@ -22,6 +22,7 @@ so a few thousand samples (or tens of thousands) fit in memory.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional, Sequence, Union
 
 import jax
@@ -192,3 +193,41 @@ def mmd2(x: Array, y: Array, *, bandwidths: Optional[Bandwidths] = None,
     if bandwidths is not None:
         bandwidths = _as_bandwidths(bandwidths)
     return _mmd2(x, y, bandwidths, block_size=block_size)
+
+
+def mmd2_noise(reference: Array, *, bandwidths: Bandwidths, num_samples: Optional[int] = None,
+               num_splits: int = 16, seed: int = 0) -> float:
+    """Noise level of mmd2: its standard deviation between two true samples (P = Q).
+
+    MMD^2_u of two independent n-row samples of one distribution has mean 0; its spread is the
+    smallest difference an MMD^2 of that size can show. Estimated from `reference` alone: the
+    root mean square of mmd2 over `num_splits` random splits into halves of h = n // 2 rows,
+    rescaled to `num_samples` rows per side by sqrt(h (h - 1) / (m (m - 1))) (under P = Q the
+    estimate is a degenerate U-statistic, variance ∝ 1 / (m (m - 1)); docs/math.md).
+
+    Args:
+        reference: (n, ...) samples of the reference distribution, n >= 4.
+        bandwidths: the kernel's bandwidths (as in mmd2), scalar or (S,).
+        num_samples: m, rows per side of the MMDs this noise is for; default n.
+        num_splits: random splits averaged (relative error about 1 / sqrt(num_splits)).
+        seed: seed of the splits.
+    Returns:
+        the noise level, in MMD^2 units (float, >= 0).
+    """
+    reference = np.asarray(reference)
+    n = reference.shape[0]
+    if n < 4:
+        raise ValueError(f"reference needs at least 4 rows for a noise level, got {n}.")
+    checks.check_int(num_splits, "num_splits", minimum=1)
+    m = n if num_samples is None else int(num_samples)
+    if m < 2:
+        raise ValueError(f"num_samples must be >= 2, got {num_samples}.")
+    h = n // 2
+    rng = np.random.RandomState(seed)
+    values = []
+    for _ in range(num_splits):
+        order = rng.permutation(n)
+        values.append(float(mmd2(reference[order[:h]], reference[order[h:2 * h]],
+                                 bandwidths=bandwidths)))
+    rms = math.sqrt(float(np.mean(np.square(values))))
+    return rms * math.sqrt(h * (h - 1) / (m * (m - 1)))

@@ -193,21 +193,24 @@ class EBMEvaluator:
             for k, v in data.exact_metrics(self.config.data, samples["ebm"]).items():
                 result[f"ebm_{k}"] = float(v)
         if self.write_pictures:
-            self._pictures(step, samples)
+            self._pictures(step, samples, result)
         return result
 
-    def _pictures(self, step: int, samples: Dict[str, np.ndarray]) -> None:
+    def _pictures(self, step: int, samples: Dict[str, np.ndarray],
+                  result: Dict[str, float]) -> None:
         if self.info.kind == "image":
             shown = min(64, samples["ebm"].shape[0])
             outputs.save_image_grid(os.path.join(self.samples_dir, f"ebm_{step:07d}.png"),
                                     samples["ebm"][:shown])
         elif self.info.shape in ((2,), (3,)):
+            ebm_name = f"EBM ({self.config.ebm.eval_steps} Langevin steps)"
             outputs.save_scatter(
                 os.path.join(self.samples_dir, f"scatter_{step:07d}.png"),
-                {"data (held out)": self.reference,
-                 f"EBM ({self.config.ebm.eval_steps} Langevin steps)": samples["ebm"],
+                {"data (held out)": self.reference, ebm_name: samples["ebm"],
                  "EBM replay buffer": samples["ebm_buffer"]},
-                title=f"{self.info.name}, EBM step {step}")
+                title=f"{self.info.name}, EBM step {step}",
+                notes={ebm_name: outputs.mmd_note(result["mmd_ebm"]),
+                       "EBM replay buffer": outputs.mmd_note(result["mmd_ebm_buffer"])})
 
 
 @functools.lru_cache(maxsize=None)

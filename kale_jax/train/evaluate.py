@@ -14,13 +14,16 @@ Metrics (names as written to metrics.jsonl):
                      examples and base / GEBM samples, on one fixed Gaussian-mixture kernel whose
                      bandwidths come from held-out data alone (median heuristic x (0.5, 1, 2)), so
                      the two numbers are comparable; smaller is closer to the data
+  mmd_noise          their noise level: MMD^2's standard deviation between two true samples of
+                     that size (kale_jax.metrics.mmd2_noise on the reference; constant in a run)
   flow bases only:   valid_nll, test_nll, base_/gebm_{valid,test}_nll, log_z, log_z_stderr, ...
                      (kale_jax.train.density: exact held-out likelihoods)
   base_<name>, gebm_<name>   the dataset's exact metrics of base / GEBM samples, for sets with
                      a known true distribution (kale_jax.data.exact_metrics); ring / grid:
                      share_within_3std, modes_covered, mode_kl (kale_jax.data.toys)
 Pictures go to WORKDIR/samples/: base_<step>.png and gebm_<step>.png image grids for image data,
-scatter_<step>.png (panels data / base / GEBM) for 2-D and 3-D vector data.
+scatter_<step>.png for 2-D and 3-D vector data: columns data / base / GEBM, rows the coordinate
+pairs (kale_jax.train.outputs.scatter_figure), each panel titled with its MMD^2 and noise level.
 """
 from __future__ import annotations
 
@@ -62,6 +65,8 @@ class Evaluator:
         self.heldout = heldout[:num_heldout]
         self.reference = heldout[:num_samples]  # compared with base / GEBM samples by MMD
         self.bandwidths = metrics.reference_bandwidths(self.reference)
+        self.mmd_noise = (metrics.mmd2_noise(self.reference, bandwidths=self.bandwidths)
+                          if self.reference.shape[0] >= 4 else float("nan"))
         sampler = sampling.from_config(config.sampler)
         self._evaluate = _compiled_evaluate(spec, sampler, num_samples)
         from kale_jax.train import density  # pylint: disable=g-import-not-at-top
@@ -77,16 +82,18 @@ class Evaluator:
                                                 bandwidths=self.bandwidths))
         result["mmd_gebm"] = float(metrics.mmd2(self.reference, gebm_samples,
                                                 bandwidths=self.bandwidths))
+        result["mmd_noise"] = self.mmd_noise
         for name, samples in (("base", base_samples), ("gebm", gebm_samples)):
             for k, v in data.exact_metrics(self.config.data, samples).items():
                 result[f"{name}_{k}"] = float(v)
         if self.density is not None:
             result.update(self.density(state))
         if self.write_pictures:
-            self._pictures(step, base_samples, gebm_samples)
+            self._pictures(step, base_samples, gebm_samples, result)
         return result
 
-    def _pictures(self, step: int, base_samples: np.ndarray, gebm_samples: np.ndarray) -> None:
+    def _pictures(self, step: int, base_samples: np.ndarray, gebm_samples: np.ndarray,
+                  result: Dict[str, float]) -> None:
         if self.info.kind == "image":
             shown = min(64, base_samples.shape[0])
             outputs.save_image_grid(os.path.join(self.samples_dir, f"base_{step:07d}.png"),
@@ -97,7 +104,10 @@ class Evaluator:
             outputs.save_scatter(
                 os.path.join(self.samples_dir, f"scatter_{step:07d}.png"),
                 {"data (held out)": self.reference, "base": base_samples, "GEBM": gebm_samples},
-                title=f"{self.info.name}, base step {step}")
+                title=f"{self.info.name}, base step {step}",
+                notes={"data (held out)": f"MMD² noise {self.mmd_noise:.0e}",
+                       "base": outputs.mmd_note(result["mmd_base"], self.mmd_noise),
+                       "GEBM": outputs.mmd_note(result["mmd_gebm"], self.mmd_noise)})
 
 
 @functools.lru_cache(maxsize=None)

@@ -237,49 +237,100 @@ def save_image_grid(path: str, images: np.ndarray, columns: Optional[int] = None
     _write_picture(path, buffer.getvalue())
 
 
-def save_scatter(path: str, point_sets: Mapping[str, np.ndarray], title: str = "",
-                 limits: Optional[Sequence[float]] = None) -> None:
-    """Scatter plots of 2-D or 3-D point sets side by side (one panel per set), as a PNG.
+def mmd_note(value: float, noise: Optional[float] = None) -> str:
+    """A panel title's metric, e.g. 'MMD² 1.2e-03 (noise 4e-05)'.
 
     Args:
-      path: output file.
-      point_sets: name -> (N, D) points, D in (2, 3); all panels share axis limits.
+      value: MMD^2 to the reference.
+      noise: its noise level (kale_jax.metrics.mmd2_noise); None: not shown.
+    Returns:
+      the text.
+    """
+    text = f"MMD² {value:.1e}"
+    return text if noise is None else f"{text} (noise {noise:.0e})"
+
+
+def _projections(dim: int) -> list:
+    """The coordinate pairs drawn for `dim`-D points: (0, 1) for 2-D, all three pairs for 3-D."""
+    return [(0, 1)] if dim == 2 else [(0, 1), (0, 2), (1, 2)]
+
+
+def _square_limits(sets: Mapping[str, np.ndarray], dim: int) -> np.ndarray:
+    """(dim, 2) axis limits: each coordinate's central 99% over all sets, padded, every axis
+    with the same span (equal scales, so shapes are not distorted)."""
+    finite = np.concatenate([v[np.all(np.isfinite(v), axis=1)] for v in sets.values()])
+    if not len(finite):
+        return np.tile([-1.0, 1.0], (dim, 1))
+    low, high = np.percentile(finite, 0.5, axis=0), np.percentile(finite, 99.5, axis=0)
+    half = 0.55 * float(np.max(high - low)) + 1e-6
+    centre = (low + high) / 2
+    return np.stack([centre - half, centre + half], axis=1)
+
+
+def scatter_figure(point_sets: Mapping[str, np.ndarray], title: str = "",
+                   limits: Optional[Sequence[float]] = None,
+                   notes: Optional[Mapping[str, str]] = None):
+    """Scatter plots of 2-D or 3-D point sets as 2-D projections: a column per set, a row per
+    coordinate pair (one for 2-D; x1-x2, x1-x3, x2-x3 for 3-D), on shared axis limits.
+
+    Args:
+      point_sets: name -> (N, D) points, D in (2, 3), the same D for all.
       title: figure title.
-      limits: (low, high) for every axis; default from the data (non-finite points ignored).
-    Raises:
-      WriteFailed: the file could not be written (nothing is left half-written).
+      limits: (low, high) for every axis; default from the data (central 99%, equal spans,
+        non-finite points ignored).
+      notes: name -> text added to that set's panel titles (e.g. mmd_note(...)).
+    Returns:
+      a matplotlib Figure (Agg); close it with matplotlib.pyplot.close.
     """
     import matplotlib  # pylint: disable=g-import-not-at-top
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
     sets = {k: np.asarray(v, np.float64) for k, v in point_sets.items()}
-    dims = {v.shape[1] for v in sets.values()}
+    dims = {v.shape[1] if v.ndim == 2 else None for v in sets.values()}
     if len(dims) != 1 or not dims <= {2, 3}:
         raise ValueError(f"point sets must all be (N, 2) or all (N, 3), got "
                          f"{[v.shape for v in sets.values()]}")
     dim = dims.pop()
-    if limits is None:
-        finite = np.concatenate([v[np.all(np.isfinite(v), axis=1)] for v in sets.values()])
-        low, high = (np.percentile(finite, 0.5), np.percentile(finite, 99.5)) if len(finite) \
-            else (-1.0, 1.0)
-        pad = 0.1 * (high - low + 1e-6)
-        limits = (low - pad, high + pad)
-    fig = plt.figure(figsize=(4 * len(sets), 4))
-    for i, (name, points) in enumerate(sets.items()):
-        if dim == 3:
-            ax = fig.add_subplot(1, len(sets), i + 1, projection="3d")
-            ax.scatter(points[:, 0], points[:, 1], points[:, 2], s=2, alpha=0.5)
-            ax.set_zlim(*limits)
-        else:
-            ax = fig.add_subplot(1, len(sets), i + 1)
-            ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5)
-            ax.set_aspect("equal")
-        ax.set_xlim(*limits)
-        ax.set_ylim(*limits)
-        ax.set_title(name)
+    bounds = (np.tile(np.asarray(limits, np.float64), (dim, 1)) if limits is not None
+              else _square_limits(sets, dim))
+    pairs = _projections(dim)
+    notes = notes or {}
+    fig, axes = plt.subplots(len(pairs), len(sets), figsize=(3.3 * len(sets), 3.2 * len(pairs)),
+                             squeeze=False)
+    for col, (name, points) in enumerate(sets.items()):
+        colour = "0.2" if col == 0 and len(sets) > 2 else f"C{col}"
+        label = f"{name}\n{notes[name]}" if name in notes else name
+        for row, (i, j) in enumerate(pairs):
+            ax = axes[row, col]
+            ax.scatter(points[:, i], points[:, j], s=2, alpha=0.35, linewidths=0, color=colour,
+                       rasterized=True)
+            ax.set_xlim(*bounds[i])
+            ax.set_ylim(*bounds[j])
+            ax.set_aspect("equal", adjustable="box")
+            ax.set_xlabel(f"x{i + 1}")
+            ax.set_ylabel(f"x{j + 1}")
+            ax.set_title(label, fontsize=9)
+            ax.grid(alpha=0.25, lw=0.5)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def save_scatter(path: str, point_sets: Mapping[str, np.ndarray], title: str = "",
+                 limits: Optional[Sequence[float]] = None,
+                 notes: Optional[Mapping[str, str]] = None) -> None:
+    """Writes scatter_figure(point_sets, title, limits, notes) as a PNG.
+
+    Args:
+      path: output file.
+      point_sets, title, limits, notes: as scatter_figure.
+    Raises:
+      WriteFailed: the file could not be written (nothing is left half-written).
+    """
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+    fig = scatter_figure(point_sets, title, limits, notes)
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=80, format="png")
     plt.close(fig)
