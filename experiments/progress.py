@@ -1,12 +1,13 @@
 """Progress of a long loop in a binary, with rate and ETA: one line updating in place on a
 terminal (tqdm), a log line per update otherwise (a log file or a pipe keeps every line)."""
-import math
 import os
 import sys
 import time
 from typing import Optional, TextIO
 
 from absl import logging
+
+from kale_jax.train.outputs import format_duration
 
 
 def _is_terminal(stream) -> bool:
@@ -24,16 +25,6 @@ def _terminal_size(stream) -> tuple:
     except (AttributeError, OSError, ValueError):
         return 100, 24
     return size.columns or 100, size.lines or 24
-
-
-def format_duration(seconds: float) -> str:
-    """'1h02m03s', '2m03s'; '?' when not finite."""
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 class Progress:

@@ -216,57 +216,6 @@ def _sampler_spec(config):
     return sampling.from_config(config.sampler, record_every=record_every)
 
 
-def _restore(config, workdir, step):
-    """(state, step, Trainer) from WORKDIR/checkpoints, with one-line errors.
-
-    Reads only, so it can run beside the training run writing the workdir: the checkpoints are
-    opened read_only (nothing there is created or deleted, not even the temporary directory of
-    a save in progress), only committed steps are listed, and a latest step that the training
-    run deletes (train.keep_checkpoints) while it is being read is replaced by the new latest.
-    """
-    import jax  # pylint: disable=g-import-not-at-top
-    from kale_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-    from kale_jax.errors import CheckpointError, UserError  # pylint: disable=g-import-not-at-top
-    from kale_jax.train import loop, validate  # pylint: disable=g-import-not-at-top
-    directory = os.path.join(workdir, loop.CHECKPOINT_DIR)
-    fix = (f"train first: python -m experiments.train --config=... --workdir={workdir}")
-    if not os.path.isdir(directory):
-        raise CheckpointError(f"no checkpoints in {directory}; {fix}")
-    trainer = None
-    for attempt in range(3):
-        checkpoints = checkpoint_lib.Checkpoints(directory, read_only=True)
-        try:
-            steps = checkpoints.all_steps()
-            if not steps:
-                raise CheckpointError(f"no complete checkpoint in {directory}; {fix}")
-            wanted = steps[-1] if step is None else step
-            if wanted not in steps:
-                raise CheckpointError(f"--step={step} is not in {directory} (saved steps: "
-                                      f"{steps})")
-            try:
-                # Unlike resuming training, the seed may differ: it only picks the chains.
-                validate.against_checkpoint(
-                    config, checkpoints.step_metadata(wanted).get("config"),
-                    directory=directory, keys=validate.SAMPLE_KEYS)
-                if trainer is None:
-                    trainer = loop.Trainer(config, devices=jax.local_devices()[:1])
-                state = checkpoints.restore(wanted, target=trainer.abstract_state())
-            except UserError:
-                raise
-            except Exception as error:  # orbax raises many types for mismatched trees
-                if (step is None and attempt < 2
-                        and not os.path.isdir(os.path.join(directory, str(wanted)))):
-                    continue  # deleted by the training run meanwhile: read the new latest
-                raise CheckpointError(
-                    f"cannot restore step {wanted} from {directory} with this config "
-                    f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
-        finally:
-            checkpoints.close()
-        return state, wanted, trainer
-    raise CheckpointError(f"the latest checkpoint in {directory} kept being deleted while it "
-                          "was read; rerun, or pass --step")
-
-
 def _batched(fn, x, batch):
     """fn over x in fixed-size padded batches (one compilation); numpy result."""
     import numpy as np  # pylint: disable=g-import-not-at-top
@@ -401,7 +350,9 @@ def run(config, workdir, outdir=None, step=None):
     inception_path = s.inception_path
     fid_on = bool(info.kind == "image" and inception_path and os.path.exists(inception_path))
     select_by, goal = _selection(config, use_mmd, fid_on)
-    state, step, trainer = _restore(config, workdir, step)
+    from kale_jax import gebm_model  # pylint: disable=g-import-not-at-top
+    state, step, trainer = gebm_model.restore(config, workdir, step,
+                                              config_source="the sampling config")
     outdir = outdir or os.path.join(workdir, "sample", spec.kernel)
     os.makedirs(outdir, exist_ok=True)
 

@@ -230,11 +230,21 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(_tuples(raw))
 
 
-def restore(config: ml_collections.ConfigDict, workdir: str, step: Optional[int] = None):
+def restore(config: ml_collections.ConfigDict, workdir: str, step: Optional[int] = None, *,
+            config_source: Optional[str] = None):
     """(TrainState, step, Trainer) from a committed checkpoint of WORKDIR/checkpoints, read-only.
 
-    The state is restored onto the first local device. A latest step that the training run
-    deletes (train.keep_checkpoints) while it is being read is replaced by the new latest.
+    The state is restored onto the first local device. Reads only, so it can run beside the
+    training run writing the workdir: nothing in checkpoints/ is created or deleted, only
+    committed steps are listed, and a latest step that the training run deletes
+    (train.keep_checkpoints) while it is being read is replaced by the new latest.
+
+    Args:
+      config: the run's config (networks, data) to restore with.
+      workdir: the training run's workdir.
+      step: the checkpoint step; None for the latest committed one.
+      config_source: where `config` came from, named in a mismatch error (default
+        WORKDIR/config.json).
 
     Raises:
       CheckpointError: no committed checkpoint, `step` not saved, or a checkpoint that does not
@@ -265,7 +275,8 @@ def restore(config: ml_collections.ConfigDict, workdir: str, step: Optional[int]
                     trainer = loop.Trainer(config, devices=jax.local_devices()[:1])
                 state = checkpoints.restore(wanted, target=trainer.abstract_state())
             except UserError as error:
-                raise CheckpointError(f"{os.path.join(workdir, CONFIG_FILE)}: {error}") from None
+                source = config_source or os.path.join(workdir, CONFIG_FILE)
+                raise CheckpointError(f"{source}: {error}") from None
             except Exception as error:  # pylint: disable=broad-except
                 # orbax raises many types for a damaged or mismatched tree.
                 if (step is None and attempt < 2

@@ -1,6 +1,7 @@
 """Small assertions shared by several test modules (import as `from helpers import ...`; pytest
 puts tests/ on sys.path, as for conftest.py)."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -18,3 +19,14 @@ def one_error_line(stderr: str) -> str:
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("error: "), stderr[-3000:]
     return last
+
+
+_CONV_KERNEL = jax.random.normal(jax.random.key(24), (3, 3, 2, 3)) * 0.3
+
+
+def conv_potential(z):
+    """|z|^2/2 + an energy with a strided convolution: (chains, 32) -> (chains,)."""
+    x = z.reshape(z.shape[0], 4, 4, 2)
+    h = jax.lax.conv_general_dilated(x, _CONV_KERNEL, (2, 2), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return 0.5 * jnp.sum(z * z, axis=1) + jnp.sum(jax.nn.softplus(h), axis=(1, 2, 3))

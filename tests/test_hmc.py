@@ -20,6 +20,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from kale_jax import hmc
 
 import hmc_reference
+from helpers import conv_potential
 
 Z_TOL = 4.5
 
@@ -434,15 +435,6 @@ def test_nonfinite_proposals_are_rejected_and_counted(kernel, potential):
 # Convolution kernels laid out for XLA:CPU loops (the rewrite itself: tests/test_xla_cpu.py)
 # ------------------------------------------------------------------------------------------------
 
-_CONV_KERNEL = jax.random.normal(jax.random.key(24), (3, 3, 2, 3)) * 0.3
-
-
-def _conv_potential(z):
-    """|z|^2/2 + an energy with a strided convolution: (chains, 32) -> (chains,)."""
-    x = z.reshape(z.shape[0], 4, 4, 2)
-    h = jax.lax.conv_general_dilated(x, _CONV_KERNEL, (2, 2), 'SAME',
-                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return 0.5 * jnp.sum(z * z, axis=1) + jnp.sum(jax.nn.softplus(h), axis=(1, 2, 3))
 
 
 def test_sampling_with_hwio_convolutions_matches_without_also_under_shard_map():
@@ -450,9 +442,9 @@ def test_sampling_with_hwio_convolutions_matches_without_also_under_shard_map():
     start = jax.random.normal(jax.random.key(26), (chains, 32))
     keys = hmc.chain_keys(jax.random.key(27), chains)
     options = dict(kernel='mala', num_steps=5, step_size=0.1)
-    reference = hmc.sample(keys, _conv_potential, start, hwio_convolutions=False, **options)
+    reference = hmc.sample(keys, conv_potential, start, hwio_convolutions=False, **options)
     assert 0 < float(reference.acceptance_rate.mean()) < 1
-    run = lambda k, z: hmc.sample(k, _conv_potential, z, hwio_convolutions=True, **options)
+    run = lambda k, z: hmc.sample(k, conv_potential, z, hwio_convolutions=True, **options)
     _assert_same_result(reference, run(keys, start))
     mesh = Mesh(np.array(jax.devices()[:4]), ('chains',))
     spec = P('chains')

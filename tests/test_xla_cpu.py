@@ -6,6 +6,8 @@ from jax.extend.random import threefry_2x32
 
 from kale_jax import xla_cpu
 
+from helpers import conv_potential
+
 
 def test_threefry2x32_matches_jax():
     key_data = jax.random.key_data(jax.random.split(jax.random.key(23), 8))
@@ -16,19 +18,10 @@ def test_threefry2x32_matches_jax():
     np.testing.assert_array_equal(ours, expected)
 
 
-_CONV_KERNEL = jax.random.normal(jax.random.key(24), (3, 3, 2, 3)) * 0.3
-
-
-def _conv_potential(z):
-    """|z|^2/2 + an energy with a strided convolution: (chains, 32) -> (chains,)."""
-    x = z.reshape(z.shape[0], 4, 4, 2)
-    h = jax.lax.conv_general_dilated(x, _CONV_KERNEL, (2, 2), 'SAME',
-                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return 0.5 * jnp.sum(z * z, axis=1) + jnp.sum(jax.nn.softplus(h), axis=(1, 2, 3))
 
 
 def test_hwio_convolutions_rewrites_kernels_and_keeps_the_function():
-    grad_fn = jax.value_and_grad(lambda z: jnp.sum(_conv_potential(z)))
+    grad_fn = jax.value_and_grad(lambda z: jnp.sum(conv_potential(z)))
     z = jax.random.normal(jax.random.key(25), (5, 32))
     # The input gradient of a convolution uses the kernel with swapped feature axes ...
     assert xla_cpu.needs_conv_rewrite(jax.make_jaxpr(grad_fn)(z).jaxpr)

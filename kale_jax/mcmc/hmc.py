@@ -39,9 +39,8 @@ def init(position: Array, potential_fn: proposals.PotentialFn, key=None,
          grad_transform: proposals.GradTransform = None) -> HMCState:
     """State at `position` (chains, ...); `key` is unused."""
     del key
-    u, g = proposals.value_and_grad(potential_fn, grad_transform)(position)
-    proposals.check_potential_shape(u, position)
-    return HMCState(position, u, g)
+    return HMCState(position, *proposals.potential_and_gradient(position, potential_fn,
+                                                             grad_transform))
 
 
 def build_kernel(num_leapfrog_steps: int = DEFAULT_NUM_LEAPFROG_STEPS,

@@ -42,8 +42,7 @@ class KLAInfo(NamedTuple):
 def init(position: Array, potential_fn: proposals.PotentialFn, key,
          grad_transform: proposals.GradTransform = None) -> KLAState:
     """State at `position` (chains, ...) with velocity ~ N(0, I) drawn from `key`."""
-    u, g = proposals.value_and_grad(potential_fn, grad_transform)(position)
-    proposals.check_potential_shape(u, position)
+    u, g = proposals.potential_and_gradient(position, potential_fn, grad_transform)
     return KLAState(position, u, g, noise.normal(key, position))
 
 

@@ -36,9 +36,8 @@ def init(position: Array, potential_fn: proposals.PotentialFn, key=None,
          grad_transform: proposals.GradTransform = None) -> MALAState:
     """State at `position` (chains, ...); `key` is unused."""
     del key
-    u, g = proposals.value_and_grad(potential_fn, grad_transform)(position)
-    proposals.check_potential_shape(u, position)
-    return MALAState(position, u, g)
+    return MALAState(position, *proposals.potential_and_gradient(position, potential_fn,
+                                                             grad_transform))
 
 
 def build_kernel(grad_transform: proposals.GradTransform = None) -> Callable:

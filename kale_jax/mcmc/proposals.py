@@ -6,7 +6,7 @@ with that state's own cached potential and gradient, and the step is counted as 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +73,15 @@ def value_and_grad(potential_fn: PotentialFn,
         return u, g
 
     return fn
+
+
+def potential_and_gradient(position: Array, potential_fn: PotentialFn,
+                           grad_transform: GradTransform = None) -> Tuple[Array, Array]:
+    """(U (chains,), grad U (chains, ...)) at `position`, with the potential's shape checked: the
+    start of every gradient kernel's state."""
+    u, g = value_and_grad(potential_fn, grad_transform)(position)
+    check_potential_shape(u, position)
+    return u, g
 
 
 def langevin_move(position: Array, grad: Array, step_size: Array, normal: Array) -> Array:

@@ -33,9 +33,8 @@ def init(position: Array, potential_fn: proposals.PotentialFn, key=None,
          grad_transform: proposals.GradTransform = None) -> ULAState:
     """State at `position` (chains, ...); `key` is unused."""
     del key
-    u, g = proposals.value_and_grad(potential_fn, grad_transform)(position)
-    proposals.check_potential_shape(u, position)
-    return ULAState(position, u, g)
+    return ULAState(position, *proposals.potential_and_gradient(position, potential_fn,
+                                                             grad_transform))
 
 
 def build_kernel(grad_transform: proposals.GradTransform = None) -> Callable:

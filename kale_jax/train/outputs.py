@@ -183,11 +183,12 @@ class Progress:
         eta = (self.num_steps - step) / rate if rate > 0 else float("inf")
         shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
         text = (f"step {step}/{self.num_steps} ({100.0 * step / self.num_steps:.1f}%) "
-                f"{rate:.2f} steps/s ETA {_duration(eta)} | {shown}")
+                f"{rate:.2f} steps/s ETA {format_duration(eta)} | {shown}")
         return text, rate
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """'1h02m03s', '2m03s'; '?' when not finite."""
     if not math.isfinite(seconds):
         return "?"
     seconds = int(round(seconds))
