@@ -83,10 +83,12 @@ class Checkpoints:
             raise ValueError(f"keep must be None or >= 1, got {keep!r}")
         self.directory = os.path.abspath(directory)
         self.read_only = read_only
-        # cleanup_tmp_directories: drop what a save killed half-way left behind.
+        # What a save killed half-way left behind is dropped here (discard_temporary, below), not
+        # by orbax's cleanup_tmp_directories: that runs in a thread that close() does not join,
+        # so a run stopping at once (a refused resume) could exit while it still ran.
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None if read_only else keep, enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=not read_only, read_only=read_only, create=not read_only)
+            cleanup_tmp_directories=False, read_only=read_only, create=not read_only)
         self._manager = ocp.CheckpointManager(
             self.directory, options=options,
             metadata=dict(metadata) if metadata and not read_only else None)
@@ -97,6 +99,7 @@ class Checkpoints:
         self._warned_full = False
         self._policy = contextlib.ExitStack()
         self.committed_step: Optional[int] = self._manager.latest_step()
+        self.discard_temporary()
 
     def latest_step(self) -> Optional[int]:
         """The newest saved step, or None when there is none."""

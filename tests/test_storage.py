@@ -35,8 +35,7 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
-from experiments import sample
-from kale_jax import checkpoint, storage, workdir_lock
+from kale_jax import checkpoint, gebm_model, storage, workdir_lock
 from kale_jax.errors import StorageError
 from kale_jax.train import outputs
 
@@ -289,8 +288,9 @@ def test_after_space_is_freed_the_resumed_run_equals_the_uninterrupted_one(scena
 
 
 def test_sample_reads_the_latest_committed_checkpoint_of_a_workdir_in_use(scenario):
-    """experiments.sample beside a live training run: a save in progress (its temporary
-    directory) is neither read nor deleted, and nothing in the workdir changes."""
+    """Sampling (gebm_model.restore, which experiments.sample and kale_jax.load use) beside a live
+    training run: a save in progress (its temporary directory) is neither read nor deleted, and
+    nothing in the workdir changes."""
     workdir = scenario["first_dir"]
     checkpoints = os.path.join(workdir, "checkpoints")
     in_progress = os.path.join(checkpoints, f"{NUM_STEPS + 1}{checkpoint.TMP_MARK}-1700000000")
@@ -302,7 +302,7 @@ def test_sample_reads_the_latest_committed_checkpoint_of_a_workdir_in_use(scenar
         before = {os.path.join(r, n): os.stat(os.path.join(r, n)).st_mtime_ns
                   for r, _, names in os.walk(workdir) for n in names}
         config = test_config.get_config()
-        state, step, _ = sample._restore(config, workdir, None)  # pylint: disable=protected-access
+        state, step, _ = gebm_model.restore(config, workdir)
         after = {os.path.join(r, n): os.stat(os.path.join(r, n)).st_mtime_ns
                  for r, _, names in os.walk(workdir) for n in names}
     finally:

@@ -65,8 +65,11 @@ class Evaluator:
         self.heldout = heldout[:num_heldout]
         self.reference = heldout[:num_samples]  # compared with base / GEBM samples by MMD
         self.bandwidths = metrics.reference_bandwidths(self.reference)
+        # No noise level for fewer than 4 references or a non-finite kernel (data that overflow
+        # float32: the training steps then stop the run with their own non-finite error).
+        usable = self.reference.shape[0] >= 4 and np.all(np.isfinite(self.bandwidths))
         self.mmd_noise = (metrics.mmd2_noise(self.reference, bandwidths=self.bandwidths)
-                          if self.reference.shape[0] >= 4 else float("nan"))
+                          if usable else float("nan"))
         sampler = sampling.from_config(config.sampler)
         self._evaluate = _compiled_evaluate(spec, sampler, num_samples)
         from kale_jax.train import density  # pylint: disable=g-import-not-at-top
