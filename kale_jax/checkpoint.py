@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging as std_logging
 import os
 import shutil
 import threading
@@ -329,6 +330,22 @@ class Checkpoints:
                 self.discard_temporary()
             else:
                 self._manager.close()
+
+
+class _ReadOnlyNotices(std_logging.Filter):
+    """Drops the warnings orbax logs for every read-only open and restore, which are what
+    read_only=True asks for (reading beside a training run), not problems."""
+
+    _EXPECTED = ("Given directory is read only",
+                 "CheckpointManagerOptions.read_only=True, setting save_interval_steps=0",
+                 'Item "default" was found in the checkpoint, but could not be restored')
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return not (record.levelno == std_logging.WARNING
+                    and record.getMessage().startswith(self._EXPECTED))
+
+
+std_logging.getLogger("absl").addFilter(_ReadOnlyNotices())
 
 
 class _CancelLeftoverTasksOnClose(asyncio.AbstractEventLoopPolicy):
