@@ -62,6 +62,11 @@ def _torch_bias(fan_in: int) -> Callable:
     return init
 
 
+def width(module) -> int:
+    """The module's width, or its variant's default (class attribute default_widths) if None."""
+    return module.default_widths[module.variant] if module.width is None else module.width
+
+
 def check(owner: str, variant: str, image_size: int) -> None:
     """Raises ConfigError (a ValueError) for an unknown variant, or an image size the authors'
     variant does not build."""

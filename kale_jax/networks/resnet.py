@@ -19,7 +19,7 @@ map; docs/design.md, "Networks", says what differs and why both exist.
 """
 from __future__ import annotations
 
-from typing import ClassVar, Optional, Tuple
+from typing import ClassVar, Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -37,10 +37,6 @@ _INIT = common.uniform_variance_scaling(1.0, "fan_avg")
 def _channels(width: int, resolution: int) -> int:
     """Channels of a stage working at resolution x resolution."""
     return width if resolution <= 32 else max(1, width // 2)
-
-
-# Default generator widths per variant (ResNetGenerator.width=None): SNGAN's 256, the authors' 128.
-GENERATOR_WIDTHS = {"ours": 256, "authors": 128}
 
 
 def _check(module: nn.Module) -> None:
@@ -113,8 +109,8 @@ class ResNetGenerator(nn.Module):
     Attributes:
       image_size: output side S (32 or 64).
       channels: output channels C.
-      width: channels of the residual blocks; None: the variant's own (GENERATOR_WIDTHS: 256 as
-        in the SNGAN paper, 128 for 'authors').
+      width: channels of the residual blocks; None: the variant's own (default_widths: 256 as
+        in the SNGAN paper, 128 in the authors' code).
       axis_name: device axis over which BatchNorm statistics are averaged (None: local batch).
       variant: 'ours' or 'authors' (authors.resnet_generator: identity shortcuts).
     """
@@ -123,6 +119,7 @@ class ResNetGenerator(nn.Module):
     image_sizes: ClassVar[Tuple[int, ...]] = common.IMAGE_SIZES
     channels: int = 3
     width: Optional[int] = None
+    default_widths: ClassVar[Dict[str, int]] = {"ours": 256, "authors": 128}  # width=None
     axis_name: Optional[str] = None
     variant: str = "ours"
 
@@ -134,7 +131,7 @@ class ResNetGenerator(nn.Module):
     def __call__(self, z: Array, *, train: bool) -> Array:
         """z (N, latent_dim) -> images (N, S, S, C) in [-1, 1]."""
         common.check_latent(type(self).__name__, z)
-        width = GENERATOR_WIDTHS[self.variant] if self.width is None else self.width
+        width = authors.width(self)
         if self.variant == "authors":
             return authors.resnet_generator(z, train=train, image_size=self.image_size,
                                             channels=self.channels, width=width,
@@ -158,7 +155,7 @@ class ResNetEnergy(nn.Module):
     Attributes:
       image_size: input side S (32 or 64).
       channels: input channels C.
-      width: channels of the residual blocks (128 in the paper and the authors' code).
+      width: channels of the residual blocks; None: 128 (the paper's and the authors' code's).
       variant: 'ours' or 'authors' (authors.resnet_energy: the same layers, weights drawn as
         theirs, and the mean instead of the sum over the last 8x8 map).
     """
@@ -166,7 +163,8 @@ class ResNetEnergy(nn.Module):
     input_kind: ClassVar[str] = "image"  # NHWC images (networks.input_kind)
     image_sizes: ClassVar[Tuple[int, ...]] = common.IMAGE_SIZES
     channels: int = 3
-    width: int = 128
+    width: Optional[int] = None
+    default_widths: ClassVar[Dict[str, int]] = {"ours": 128, "authors": 128}  # width=None
     variant: str = "ours"
 
     def __post_init__(self):
@@ -177,19 +175,20 @@ class ResNetEnergy(nn.Module):
     def __call__(self, x: Array, *, train: bool) -> Array:
         """x (N, S, S, C) -> energies (N,) float32."""
         common.check_images(type(self).__name__, x, self.image_size, self.channels)
+        width = authors.width(self)
         if self.variant == "authors":
-            return authors.resnet_energy(x, train=train, width=self.width)
+            return authors.resnet_energy(x, train=train, width=width)
         resolution = self.image_size
-        x = EnergyBlock(_channels(self.width, resolution), downsample=True, first=True,
+        x = EnergyBlock(_channels(width, resolution), downsample=True, first=True,
                         name="block0")(x, train=train)
         i = 1
         while resolution > 16:  # down to 8x8
             resolution //= 2
-            x = EnergyBlock(_channels(self.width, resolution), downsample=True,
+            x = EnergyBlock(_channels(width, resolution), downsample=True,
                             name=f"block{i}")(x, train=train)
             i += 1
         for _ in range(2):
-            x = EnergyBlock(self.width, downsample=False, name=f"block{i}")(x, train=train)
+            x = EnergyBlock(width, downsample=False, name=f"block{i}")(x, train=train)
             i += 1
         x = jnp.sum(nn.relu(x), axis=(1, 2))
         dense = nn.Dense(1, kernel_init=_INIT, name="out")
