@@ -4,13 +4,13 @@ Layer layouts and parameter counts are checked with jax.eval_shape (nothing comp
 numerics on tiny networks (width 8) compiled once per session at LLVM optimisation level 0.
 """
 import functools
+import math
 import types
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import math
 import numpy as np
 import pytest
 
@@ -130,6 +130,24 @@ def test_paper_recipe_builds_the_authors_networks_with_synced_batch_norm():
     assert generator.width is None  # the authors' own width: 128
     config.model.energy = "dcgan"  # the authors' dcgan energy has BatchNorm: synced
     assert models.build_energy(config, info).axis_name == models.AXIS_NAME
+
+
+def test_every_batch_norm_of_the_dcgan_energy_gets_the_axis_name():
+    energy = networks.get_energy("dcgan", width=WIDTH, variant="authors", axis_name="batch")
+    x = jax.ShapeDtypeStruct((BATCH, 1, 32, 32, 3), jnp.float32)
+    seen = []
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+            seen.append(context.module.axis_name)
+        return next_fun(*args, **kwargs)
+
+    variables = _shapes(energy, jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    with nn.intercept_methods(record):  # an axis name exists only inside a mapped function
+        jax.eval_shape(jax.vmap(lambda v, x: energy.apply(v, x, train=True,
+                                                          mutable=["batch_stats"]),
+                                in_axes=(None, 0), axis_name="batch"), variables, x)
+    assert seen == ["batch"] * 3
 
 
 # ------------------------------------------------------------------------------------------------

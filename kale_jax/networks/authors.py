@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kale_jax import checks
 from kale_jax.networks import common
 
 Array = jax.Array
@@ -70,7 +71,6 @@ def width(module) -> int:
 def check(owner: str, variant: str, image_size: int) -> None:
     """Raises ConfigError (a ValueError) for an unknown variant, or an image size the authors'
     variant does not build."""
-    from kale_jax import checks  # pylint: disable=g-import-not-at-top
     checks.check_choice(variant, f"{owner}.variant", VARIANTS,
                         fix="'ours' (the SNGAN paper's layouts) or 'authors' (the GEBM code's)")
     if variant == "authors":
