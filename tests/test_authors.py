@@ -252,3 +252,41 @@ def test_weights_are_drawn_like_pytorchs():
     fan_in, fan_out = LATENT, 4 * 4 * 8 * WIDTH
     check(params["dense"]["kernel"], math.sqrt(6 / (fan_in + fan_out)))
     check(params["dense"]["bias"], 1 / math.sqrt(fan_in))
+
+
+def _ours(kind, name):
+    """Our network of the same name and size as tiny(kind, name), jitted for inference."""
+    build = networks.get_generator if kind == "generator" else networks.get_energy
+    module = build(name, width=WIDTH)
+    return fast_jit(lambda v, x: module.apply(v, x, train=False))
+
+
+def test_the_resnet_energies_differ_only_by_the_final_mean():
+    """Same layers, names and state as our ResNet energy: with our network's variables, the
+    authors' energy is ours with the mean over the 8x8 map in place of the sum, so
+    E_ours - b = 64 (E_authors - b), b the output bias."""
+    _, variables, fns, x = tiny("energy", "resnet")
+    assert (jax.tree_util.tree_structure(_shapes(networks.get_energy("resnet", width=WIDTH), x))
+            == jax.tree_util.tree_structure(variables))
+    e_authors = np.asarray(fns.infer(variables, x), np.float64)
+    e_ours = np.asarray(_ours("energy", "resnet")(variables, x), np.float64)
+    b = float(variables["params"]["out"]["bias"][0])
+    np.testing.assert_allclose(e_ours - b, 64 * (e_authors - b), rtol=1e-4, atol=1e-5)
+
+
+def test_the_sngan_generators_differ_only_by_the_biases_before_batch_norm():
+    """With their biases set to zero, the authors' SNGAN generator computes ours (same layer
+    names and shapes otherwise)."""
+    _, variables, fns, z = tiny("generator", "sngan")
+    before_bn = ("dense", "up0", "up1", "up2")  # the layers followed by BatchNorm
+    ours_params = {layer: ({"kernel": leaves["kernel"]} if layer in before_bn else leaves)
+                   for layer, leaves in variables["params"].items()}
+    params = {layer: (dict(leaves, bias=jnp.zeros_like(leaves["bias"])) if layer in before_bn
+                      else leaves) for layer, leaves in variables["params"].items()}
+    ours_vars = dict(variables, params=ours_params)
+    zeroed = dict(variables, params=params)
+    assert (jax.tree_util.tree_structure(_shapes(networks.get_generator("sngan", width=WIDTH), z))
+            == jax.tree_util.tree_structure(ours_vars))
+    np.testing.assert_allclose(np.asarray(fns.infer(zeroed, z)),
+                               np.asarray(_ours("generator", "sngan")(ours_vars, z)),
+                               rtol=1e-4, atol=1e-5)

@@ -159,11 +159,11 @@ def sngan_generator(z: Array, *, train: bool, image_size: int, channels: int, wi
     features = 8 * width
     x = _dense(side * side * features, z.shape[-1], init=_XAVIER, name="dense")(z)
     x = x.reshape(z.shape[0], side, side, features)
+    x = nn.relu(common.batch_norm(train, axis_name, name="bn_dense")(x))
     for i in range(3):
-        x = nn.relu(common.batch_norm(train, axis_name, name=f"bn{i}")(x))
         features //= 2
         x = _conv(features, 4, "transpose2", 16 * features, init=_XAVIER, name=f"up{i}")(x)
-    x = nn.relu(common.batch_norm(train, axis_name, name="bn3")(x))
+        x = nn.relu(common.batch_norm(train, axis_name, name=f"bn_up{i}")(x))
     x = _conv(channels, 3, "none", 9 * channels, init=_XAVIER, name="out")(x)
     return jnp.tanh(x)
 
