@@ -23,6 +23,12 @@ Where the values come from
     latent sampler = kinetic Langevin with step 2 sqrt(lmc_gamma) = 2 sqrt(0.01) = 0.2 and
     friction lmc_kappa = 0.04, inverse temperature beta = 100 (its "temperature"), 1000 steps
     for the final samples; resolution 32x32 for every data set; data scaled to [-1, 1].
+    The plateau learning-rate scheduler (train.plateau, kale_jax.train.plateau): their
+    MMDScheduler with freq_fid 2000, oldest_fid_iter 20000, factor 0.8 (their ExponentialLR
+    gamma), 3 failures, p > 0.1, 2048 samples. Not reproduced: their training loop also
+    multiplied both rates by 0.8 at every base step that is an odd multiple of 5000 (5k, 15k,
+    ...: trainer.train_epoch's `else` branch when no FID check falls on that step), about
+    optim.*.decay_rate=0.8 per decay_steps=10000 if wanted.
     The code also offers an energy floor at -10 and the gradient transform g -> 2g/(1+g^2);
     they are off here (the paper's recipe does not list them): model.energy_floor=-10.0 and
     train.soft_clip=True turn them on.
