@@ -155,13 +155,7 @@ def test_training_records_decays_checkpoints_and_restores_the_scale(tmp_path):
     for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(straight)),
                     jax.tree_util.tree_leaves(jax.device_get(resumed))):
         np.testing.assert_array_equal(a, b)
-    # The scale reaches the updates: with factor 1 (no decay) the parameters end elsewhere.
-    undecayed = train_and_evaluate(_config(6, factor=1.0), str(tmp_path / "undecayed"))
-    assert float(undecayed.plateau.scale) == 1.0
-    moved = [not np.array_equal(a, b) for a, b in zip(
-        jax.tree_util.tree_leaves(jax.device_get(undecayed.generator_params)),
-        jax.tree_util.tree_leaves(jax.device_get(straight.generator_params)))]
-    assert all(moved)
+    # (That the scale reaches the updates inside the compiled steps: tests/test_steps.py.)
     # A workdir trained with the scheduler does not resume without it (one line).
     off = _config(8)
     off.train.plateau.enabled = False
