@@ -30,6 +30,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import cli
+from kale_jax.errors import UserError
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, TensorBoard and samples.")
 flags.DEFINE_enum("distributed", "auto", ["auto", "yes", "no"],
@@ -98,17 +99,31 @@ def _distributed_arguments() -> dict:
 
 
 def _initialize_distributed(jax) -> None:
+    """Joins the job: named by the flags, auto-detected, or none (a single process)."""
     if FLAGS.distributed == "no":
         return
     arguments = _distributed_arguments()
-    if arguments:  # a job named on the command line: it must form
-        jax.distributed.initialize(**arguments)
+    if "coordinator_address" in arguments:  # a job named on the command line: it must form
+        try:
+            jax.distributed.initialize(**arguments)
+        except Exception as error:  # pylint: disable=broad-except
+            raise UserError(
+                f"process {arguments['process_id']} of {arguments['num_processes']} could not "
+                f"join the job at --coordinator_address={arguments['coordinator_address']}: "
+                f"{' '.join(str(error).split())[:300]}; start every process with the same "
+                "--coordinator_address (process 0's host and a free port) and --num_processes, "
+                "and a distinct --process_id") from error
         return
     try:
-        jax.distributed.initialize()
+        jax.distributed.initialize(**arguments)
     except ValueError as error:  # raised at once when no cluster environment is detected
         if FLAGS.distributed == "yes":
             raise
+        if arguments:
+            raise app.UsageError(
+                "--local_device_ids is for a job of several processes, but none was detected "
+                f"({error}); name the job with --coordinator_address, --num_processes and "
+                "--process_id, or drop --local_device_ids") from error
         logging.info("Single-process run (no cluster detected: %s).", error)
 
 

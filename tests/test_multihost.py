@@ -122,9 +122,11 @@ def _fingerprints(logs) -> list:
     (["--coordinator_address=localhost:1234", "--num_processes=2", "--process_id=0",
       "--distributed=no"], "--distributed=no"),
     (["--local_device_ids=a"], "--local_device_ids=a must be non-negative integers"),
+    (["--local_device_ids=0"], "--local_device_ids is for a job of several processes"),
 ])
 def test_bad_job_flags_are_one_line_usage_errors(env, tmp_path, flags, says):
-    """A bad combination of the job flags exits 2 with one line, before jax starts."""
+    """A bad combination of the job flags exits 2 with one line, before anything is built (the
+    last case once jax finds no cluster)."""
     result = subprocess.run(_command(str(tmp_path / "w"), *flags), cwd=REPO,
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr[-2000:]
