@@ -140,7 +140,8 @@ def main(argv):
     from kale_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
     logging.info("JAX process %d/%d, %d local / %d global devices", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())
-    cli.log_cpu_devices_hint()
+    if jax.process_count() == 1:  # its advice (more CPU devices per process) is for one process
+        cli.log_cpu_devices_hint()
     train_and_evaluate(FLAGS.config, FLAGS.workdir, config_source=_config_source())
 
 
