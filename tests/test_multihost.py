@@ -60,21 +60,31 @@ class Job:
             port = _free_port()
             job = [f"--coordinator_address=localhost:{port}", f"--num_processes={num_processes}"]
         self.audit_logs = [f"{workdir}.{name}.audit{i}" for i in range(num_processes)]
-        self.processes = [
-            subprocess.Popen(
-                _command(workdir, *job, *([f"--process_id={i}"] if job else []), *overrides),
-                cwd=REPO, env=_env(env, workdir, self.audit_logs[i]), text=True,
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            for i in range(num_processes)]
+        # Logs go to files: a pipe that fills while another process is waited for would block
+        # its writer, and with it the collectives of the whole job.
+        self.log_paths = [f"{workdir}.{name}.log{i}" for i in range(num_processes)]
+        self.processes = []
+        for i in range(num_processes):
+            with open(self.log_paths[i], "w") as log:
+                self.processes.append(subprocess.Popen(
+                    _command(workdir, *job, *([f"--process_id={i}"] if job else []), *overrides),
+                    cwd=REPO, env=_env(env, workdir, self.audit_logs[i]),
+                    stdout=subprocess.DEVNULL, stderr=log))
         self.logs = None
 
     def finish(self, timeout: float = TIMEOUT, status: int = 0) -> list:
         """Waits for every process; asserts exit status `status`; returns their logs (stderr)."""
         if self.logs is None:
+            deadline = time.monotonic() + timeout
             try:
-                self.logs = [p.communicate(timeout=timeout)[1] for p in self.processes]
+                for process in self.processes:
+                    process.wait(timeout=max(1.0, deadline - time.monotonic()))
             finally:
                 self.kill()
+            self.logs = []
+            for path in self.log_paths:
+                with open(path) as f:
+                    self.logs.append(f.read())
             for i, (process, log) in enumerate(zip(self.processes, self.logs)):
                 assert process.returncode == status, f"process {i}:\n{log[-3000:]}"
         return self.logs
