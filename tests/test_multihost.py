@@ -177,7 +177,7 @@ def preempted_job(env, tmp_path_factory):
     root = tmp_path_factory.mktemp("multihost")
     workdir = str(root / "two")
     stopped = Job(env, workdir, "--config.train.num_steps=100000",
-                  "--config.debug.sleep_per_step_s=0.2", *OVERRIDES)
+                  "--config.debug.sleep_per_step_s=0.2", *OVERRIDES, name="stopped")
     try:
         _wait_for_rows(stopped)
         busy = Job(env, workdir, "--config.train.num_steps=100000", *OVERRIDES, name="busy")
@@ -193,7 +193,8 @@ def preempted_job(env, tmp_path_factory):
     assert found, logs[0][-3000:]
     stop_step = int(found.group(1))
     num_steps = stop_step + 2
-    resumed = Job(env, workdir, f"--config.train.num_steps={num_steps}", *OVERRIDES)
+    resumed = Job(env, workdir, f"--config.train.num_steps={num_steps}", *OVERRIDES,
+                  name="resumed")
     alone = Job(env, str(root / "one"), f"--config.train.num_steps={num_steps}", *OVERRIDES,
                 num_processes=1)
     try:
@@ -279,7 +280,7 @@ def test_only_process_zero_writes_outputs_and_holds_the_lock(preempted_job):
     lock; process 1 wrote nothing in the workdir through Python (checkpoints are written by
     both, through orbax) and did not fail on the lock."""
     two = preempted_job["resumed"]
-    lead, other = two.written(0), two.written(1)
+    lead, other = (preempted_job["stopped"].written(i) | two.written(i) for i in (0, 1))
     assert {".lock", "metrics.jsonl", "config.json"} <= lead, sorted(lead)
     assert any(p.startswith("samples" + os.sep) for p in lead), sorted(lead)
     outside_checkpoints = {p for p in other if not p.startswith("checkpoints")}
