@@ -17,8 +17,10 @@ Order of a run (`run`): the workdir lock is checked, the trainer and evaluator a
 settings fail before anything is compiled or written), the workdir is created and locked; then
 `_train`: resume from the newest readable checkpoint (or start fresh), write config.json, open the
 metric writer, iterate with logging, finiteness checks, evaluation and checkpoint cadence, save on
-SIGTERM / SIGINT, and end with one line naming the last committed checkpoint. Tests' fault
-injection (config.debug) wraps the iteration (kale_jax.train.faults).
+SIGTERM / SIGINT (at a step boundary every process agrees on: kale_jax.train.stop), and end with
+one line naming the last committed checkpoint (a run of several processes first logs each
+process's state fingerprint). Tests' fault injection (config.debug) wraps the iteration
+(kale_jax.train.faults).
 """
 from __future__ import annotations
 
