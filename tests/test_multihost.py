@@ -301,6 +301,7 @@ def test_a_second_job_on_a_workdir_in_use_stops_on_every_process(preempted_job):
               for log in busy.logs]
     assert len(errors[0]) == 1 and "is in use by another run" in errors[0][0], busy.logs[0][-2000:]
     assert holder in errors[0][0]
-    assert len(errors[1]) == 1 and "process 0 could not lock it" in errors[1][0], busy.logs[1][-2000:]
+    assert len(errors[1]) == 1 and "process 0 could not lock it" in errors[1][0], \
+        busy.logs[1][-2000:]
     # Only process 0 tried the lock (opening .lock read-write to flock it; nothing written).
     assert busy.written(0) <= {".lock"} and not busy.written(1)
