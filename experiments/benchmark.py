@@ -88,6 +88,10 @@ flags.DEFINE_float("cpu_efficiency", 0.0, "Section roofline: this CPU's achieved
                    "for every step (0: measure it by timing each step at --batch here).")
 flags.DEFINE_integer("pod_chips", 16, "Section roofline: chips of the TPU v4 slice the recipe "
                      "is projected to (v4-32 = 16 chips), data-parallel.")
+flags.DEFINE_string("roofline_cache", "", "Section roofline: a JSON-lines file of earlier "
+                    "roofline rows: steps already in it (same net, widths, parameter counts, "
+                    "dtype, batch) are not compiled again, new rows are appended; builds the "
+                    "tables in several short runs. Delete it when the networks change.")
 flags.DEFINE_string("markdown", "", "Section roofline: write the performance-model tables to "
                     "this markdown file (e.g. docs/performance_model.md).")
 FLAGS = flags.FLAGS
@@ -317,7 +321,8 @@ def _time_jitted(fn: Callable, args: tuple, per: int):
             None if flops is None else flops / per)
 
 
-def _mcmc_step_program(generator, energy, kernel: str, args: tuple, runnable: bool = False):
+def _mcmc_step_program(generator, energy, kernel: str, args: tuple, runnable: bool = False,
+                       compiler_options: Optional[Dict[str, Any]] = None):
     """(compiled one MCMC step of `kernel` on the latent posterior, its arguments); the state
     argument is abstract (shapes only) unless `runnable` (then the chains' initial state)."""
     import functools  # pylint: disable=g-import-not-at-top
@@ -338,7 +343,7 @@ def _mcmc_step_program(generator, energy, kernel: str, args: tuple, runnable: bo
     uniform = jnp.full(z.shape[:1], 0.5, z.dtype)
     step = jax.jit(lambda g, e, s, n, u: build(g, e).step(s, step_size, n, u))
     step_args = (gen_vars, energy_vars, state, z, uniform)
-    return step.lower(*step_args).compile(), step_args
+    return step.lower(*step_args).compile(compiler_options=compiler_options), step_args
 
 
 def _step_flops(generator, energy, kernel: str, args: tuple) -> Optional[float]:
@@ -522,21 +527,36 @@ def _param_bytes(variables) -> int:
 
 
 def _step_programs(net: str, runnable: bool):
-    """{'energy' | 'base' | 'ula': (compiled one-device program, its arguments)} at --batch."""
+    """{'energy' | 'base' | 'ula': (compiled one-device program, its arguments)} at --batch.
+
+    Unless `runnable`, the programs are for their cost analysis only: compiled with LLVM's
+    optimisations off (xla_backend_optimization_level=0: the same optimised HLO, so the same
+    costs, in about half the compile time) and the ULA state is abstract."""
     import functools  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
     from kale_jax.train import steps  # pylint: disable=g-import-not-at-top
+    options = {} if runnable else {"xla_backend_optimization_level": 0}
     spec, state, x, wrapper = _train_setup(net)
     programs = {}
     for which, fn in (("energy", steps.energy_step), ("base", steps.base_step)):
         wrapped = wrapper.wrap(functools.partial(fn, spec), batch_axes=(0,), donate_state=False)
-        programs[which] = (wrapped.lower(state, x).compile(), (state, x))
+        programs[which] = (wrapped.lower(state, x).compile(compiler_options=options), (state, x))
     generator, energy = _modules(net)
     gen_vars, energy_vars = _variables(net, generator, energy)
     z = jax.random.normal(jax.random.key(2), (FLAGS.batch, FLAGS.latent))
     programs["ula"] = _mcmc_step_program(generator, energy, "ula",
-                                         (gen_vars, energy_vars, None, z), runnable=runnable)
+                                         (gen_vars, energy_vars, None, z), runnable=runnable,
+                                         compiler_options=options)
     return programs
+
+
+def _roofline_cache() -> Dict[str, Dict[str, Any]]:
+    """Rows of --roofline_cache (JSON lines) by their 'cache_key'."""
+    if not FLAGS.roofline_cache or not os.path.exists(FLAGS.roofline_cache):
+        return {}
+    with open(FLAGS.roofline_cache) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {row["cache_key"]: row for row in rows if "cache_key" in row}
 
 
 def roofline_section() -> List[Dict[str, Any]]:
@@ -558,6 +578,7 @@ def roofline_section() -> List[Dict[str, Any]]:
     bandwidth = FLAGS.memory_gb_per_s * 1e9 or roofline.copy_bandwidth()
     cpu = roofline.cpu_device(machine_rate()["xla"] * 1e9, bandwidth)
     devices = list(roofline.DEVICES.values()) + [cpu]
+    cache = _roofline_cache()
     rows: List[Dict[str, Any]] = []
     costs, efficiency, param_bytes = [], {}, {}
     for net in _nets():
@@ -565,42 +586,66 @@ def roofline_section() -> List[Dict[str, Any]]:
         gen_vars, energy_vars = _variables(net, generator, energy)
         param_bytes[net] = {"energy": _param_bytes(energy_vars) + 4,  # + A
                             "base": _param_bytes(gen_vars)}
+        identity = {"net": net, "image_size": FLAGS.image_size, "latent": FLAGS.latent,
+                    "widths": _widths(net), "params": param_bytes[net], "dtype": dtype,
+                    "variant": getattr(FLAGS, "variant", None)}
         for batch in sorted(batches):
             timed = batch == main_batch and not FLAGS.cpu_efficiency
-            with _flag_values(batch=batch, devices=1):
-                start = time.perf_counter()
-                programs = _step_programs(net, runnable=timed)
-                compile_s = time.perf_counter() - start
+            keys = {step: json.dumps({**identity, "batch": batch, "step": step}, sort_keys=True)
+                    for step in roofline.STEPS}
+            cached = {step: cache.get(key) for step, key in keys.items()}
+            if all(cached.values()) and not (timed and not all(
+                    "step_ms" in row for row in cached.values())):
+                kept = ("step", "dtype", "flops", "bytes", "compile_s", "cache_key", "step_ms",
+                        "cpu_ms", "gflop_per_s", "matmul_fraction", "cpu_efficiency")
+                found = {step: ({k: row[k] for k in kept if k in row}, None)
+                         for step, row in cached.items()}
+            else:
+                with _flag_values(batch=batch, devices=1):
+                    start = time.perf_counter()
+                    programs = _step_programs(net, runnable=timed)
+                    compile_s = (time.perf_counter() - start) / len(programs)
+                found = {}
                 for step, (compiled, args) in programs.items():
                     cost = roofline.cost_of(compiled)
                     if cost["flops"] is None or cost["bytes"] is None:
                         raise RuntimeError(f"XLA reported no cost for the {net} {step} step: "
                                            f"{compiled.cost_analysis()}")
-                    costs.append({"net": net, "step": step, "batch": batch, **cost})
-                    row = {"step": step, "dtype": dtype, "gflop": _significant(cost["flops"] / 1e9),
-                           "gbytes": _significant(cost["bytes"] / 1e9),
-                           "intensity": _significant(cost["flops"] / cost["bytes"], 3),
-                           "compile_s": round(compile_s / len(programs), 2)}
-                    if batch == main_batch:
-                        if timed:
-                            jax.block_until_ready(compiled(*args))  # warm-up
-                            wall, cpu_s = _timed(
-                                lambda c=compiled, a=args: jax.block_until_ready(c(*a)),
-                                FLAGS.repeats)
-                            row.update(step_ms=round(wall * 1e3, 1),
-                                       cpu_ms=round(cpu_s * 1e3, 1),
-                                       **_flop_fields(cost["flops"], wall))
-                            efficiency[f"{net}/{step}"] = min(1.0, row["matmul_fraction"])
-                        else:
-                            efficiency[f"{net}/{step}"] = FLAGS.cpu_efficiency
-                        row["cpu_efficiency"] = efficiency[f"{net}/{step}"]
-                    for device in devices:
-                        line = roofline.roofline(cost["flops"], cost["bytes"],
-                                                 roofline.peak_for(device, dtype),
-                                                 device.bandwidth)
-                        row[f"{device.name}_roofline_ms"] = _significant(line.time_s * 1e3)
-                        row[f"{device.name}_bound"] = line.bound
-                    _emit(_row("roofline", net, **row), rows)
+                    row = {"step": step, "dtype": dtype, "flops": cost["flops"],
+                           "bytes": cost["bytes"], "compile_s": round(compile_s, 2),
+                           "cache_key": keys[step]}
+                    if timed:
+                        jax.block_until_ready(compiled(*args))  # warm-up
+                        wall, cpu_s = _timed(
+                            lambda c=compiled, a=args: jax.block_until_ready(c(*a)),
+                            FLAGS.repeats)
+                        row.update(step_ms=round(wall * 1e3, 1), cpu_ms=round(cpu_s * 1e3, 1),
+                                   **_flop_fields(cost["flops"], wall))
+                        row["cpu_efficiency"] = min(1.0, row["matmul_fraction"])
+                    found[step] = (row, keys[step])
+            for step, (row, new_key) in found.items():
+                row = dict(row)
+                if batch == main_batch:
+                    if FLAGS.cpu_efficiency:
+                        row["cpu_efficiency"] = FLAGS.cpu_efficiency
+                    efficiency[f"{net}/{step}"] = row["cpu_efficiency"]
+                costs.append({"net": net, "step": step, "batch": batch,
+                              "flops": row["flops"], "bytes": row["bytes"]})
+                row.update(gflop=_significant(row["flops"] / 1e9),
+                           gbytes=_significant(row["bytes"] / 1e9),
+                           intensity=_significant(row["flops"] / row["bytes"], 3),
+                           cached=new_key is None)
+                for device in devices:
+                    line = roofline.roofline(row["flops"], row["bytes"],
+                                             roofline.peak_for(device, dtype), device.bandwidth)
+                    row[f"{device.name}_roofline_ms"] = _significant(line.time_s * 1e3)
+                    row[f"{device.name}_bound"] = line.bound
+                with _flag_values(batch=batch, devices=1):
+                    row = _row("roofline", net, **row)
+                _emit(row, rows)
+                if new_key is not None and FLAGS.roofline_cache:
+                    with open(FLAGS.roofline_cache, "a") as f:
+                        f.write(json.dumps(row) + "\n")
     if FLAGS.markdown:
         command = ("python -m experiments.benchmark --section=roofline "
                    + " ".join(arg for arg in sys.argv[1:] if not arg.startswith("--section")))
