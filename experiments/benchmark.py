@@ -559,6 +559,20 @@ def _roofline_cache() -> Dict[str, Dict[str, Any]]:
     return {row["cache_key"]: row for row in rows if "cache_key" in row}
 
 
+def _matmul_flops_per_cpu_second() -> float:
+    """The reference matmul's (--matmul_size^3, float32, XLA) FLOPs per second of process CPU
+    time: the denominator of the roofline section's CPU efficiency. Per CPU-second, both for the
+    matmul and for the steps, so that other jobs on a shared machine do not bias the ratio."""
+    import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    n = FLAGS.matmul_size
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    matmul = jax.jit(jnp.matmul).lower(a, a).compile()
+    jax.block_until_ready(matmul(a, a))
+    _, cpu_s = _timed(lambda: jax.block_until_ready(matmul(a, a)), max(3, FLAGS.repeats))
+    return 2.0 * n ** 3 / cpu_s
+
+
 def roofline_section() -> List[Dict[str, Any]]:
     """Cost (FLOPs, bytes) of the energy, base and ULA steps per per-device batch, the roofline
     on each device of experiments.roofline.DEVICES and this CPU, and optionally the markdown."""
@@ -577,6 +591,7 @@ def roofline_section() -> List[Dict[str, Any]]:
     dtype = dtype if dtype in ("float32", "bfloat16") else "float32"
     bandwidth = FLAGS.memory_gb_per_s * 1e9 or roofline.copy_bandwidth()
     cpu = roofline.cpu_device(machine_rate()["xla"] * 1e9, bandwidth)
+    cpu_rate = 0.0 if FLAGS.cpu_efficiency else _matmul_flops_per_cpu_second()
     devices = list(roofline.DEVICES.values()) + [cpu]
     cache = _roofline_cache()
     rows: List[Dict[str, Any]] = []
@@ -594,9 +609,10 @@ def roofline_section() -> List[Dict[str, Any]]:
             keys = {step: json.dumps({**identity, "batch": batch, "step": step}, sort_keys=True)
                     for step in roofline.STEPS}
             cached = {step: cache.get(key) for step, key in keys.items()}
-            if all(cached.values()) and not (timed and not all(
-                    "step_ms" in row for row in cached.values())):
-                kept = ("step", "dtype", "flops", "bytes", "compile_s", "cache_key", "step_ms",
+            if all(cached.values()) and all("bytes_fused" in row for row in cached.values()) \
+                    and not (timed and not all("step_ms" in row for row in cached.values())):
+                kept = ("step", "dtype", "flops", "bytes", "bytes_fused", "compile_s",
+                        "cache_key", "step_ms",
                         "cpu_ms", "gflop_per_s", "matmul_fraction", "cpu_efficiency")
                 found = {step: ({k: row[k] for k in kept if k in row}, None)
                          for step, row in cached.items()}
@@ -612,7 +628,9 @@ def roofline_section() -> List[Dict[str, Any]]:
                         raise RuntimeError(f"XLA reported no cost for the {net} {step} step: "
                                            f"{compiled.cost_analysis()}")
                     row = {"step": step, "dtype": dtype, "flops": cost["flops"],
-                           "bytes": cost["bytes"], "compile_s": round(compile_s, 2),
+                           "bytes": cost["bytes"],
+                           "bytes_fused": roofline.matmul_bytes(compiled.as_text()),
+                           "compile_s": round(compile_s, 2),
                            "cache_key": keys[step]}
                     if timed:
                         jax.block_until_ready(compiled(*args))  # warm-up
@@ -621,18 +639,20 @@ def roofline_section() -> List[Dict[str, Any]]:
                             FLAGS.repeats)
                         row.update(step_ms=round(wall * 1e3, 1), cpu_ms=round(cpu_s * 1e3, 1),
                                    **_flop_fields(cost["flops"], wall))
-                        row["cpu_efficiency"] = min(1.0, row["matmul_fraction"])
                     found[step] = (row, keys[step])
             for step, (row, new_key) in found.items():
                 row = dict(row)
                 if batch == main_batch:
-                    if FLAGS.cpu_efficiency:
-                        row["cpu_efficiency"] = FLAGS.cpu_efficiency
+                    row["cpu_efficiency"] = FLAGS.cpu_efficiency or _significant(min(
+                        1.0, row["flops"] / (row["cpu_ms"] / 1e3) / cpu_rate), 3)
                     efficiency[f"{net}/{step}"] = row["cpu_efficiency"]
                 costs.append({"net": net, "step": step, "batch": batch,
-                              "flops": row["flops"], "bytes": row["bytes"]})
+                              "flops": row["flops"], "bytes": row["bytes"],
+                              "bytes_fused": row.get("bytes_fused")})
                 row.update(gflop=_significant(row["flops"] / 1e9),
                            gbytes=_significant(row["bytes"] / 1e9),
+                           gbytes_fused=row.get("bytes_fused") and _significant(
+                               row["bytes_fused"] / 1e9),
                            intensity=_significant(row["flops"] / row["bytes"], 3),
                            cached=new_key is None)
                 for device in devices:
@@ -654,10 +674,13 @@ def roofline_section() -> List[Dict[str, Any]]:
                  f"{machine_rate()['xla']:.1f} GFLOP/s, memory copy "
                  f"{bandwidth / 1e9:.1f} GB/s"
                  + (" (given)" if FLAGS.memory_gb_per_s else " (measured)") + ".",
-                 "CPU efficiency: " + (f"given ({FLAGS.cpu_efficiency})" if FLAGS.cpu_efficiency
-                                       else f"measured by timing each step at batch {main_batch} "
-                                       f"on one CPU device here, median of {FLAGS.repeats} "
-                                       "runs (the machine is shared: timings are noisy)") + ".",
+                 "CPU efficiency: " + (
+                     f"given ({FLAGS.cpu_efficiency})" if FLAGS.cpu_efficiency else
+                     f"each step's FLOPs per second of process CPU time at batch {main_batch} on "
+                     f"one CPU device (median of {FLAGS.repeats} runs) over the same figure for "
+                     f"the {FLAGS.matmul_size}^3 float32 matmul under XLA "
+                     f"({cpu_rate / 1e9:.1f} GFLOP per CPU-second): CPU time, not wall time, so "
+                     "that other jobs on a shared machine do not bias it") + ".",
                  "Networks: " + ", ".join(
                      f"{net} (energy {param_bytes[net]['energy'] // 4:,} parameters, generator "
                      f"{param_bytes[net]['base'] // 4:,})" for net in param_bytes)

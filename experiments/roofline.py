@@ -8,6 +8,7 @@ docs/performance_model.md. Every figure here is a projection, not a measurement.
 Units: FLOPs and bytes per step; peaks in FLOP/s; bandwidths in bytes/s; times in seconds.
 """
 import dataclasses
+import re
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 TERA = 1e12
@@ -235,6 +236,45 @@ def cost_of(compiled: Any) -> Dict[str, Optional[float]]:
     return {"flops": positive("flops"), "bytes": positive("bytes accessed")}
 
 
+_ELEMENT_BYTES = {"f64": 8, "s64": 8, "u64": 8, "c64": 8, "f32": 4, "s32": 4, "u32": 4,
+                  "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "s8": 1, "u8": 1, "pred": 1}
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\w+)\[([\d,]*)\]\S*\s+"
+                          r"([\w\-]+)\((.*?)\)")
+
+
+def matmul_bytes(hlo_text: str) -> Optional[float]:
+    """Bytes read and written by the program's convolutions and dots alone (operands + result).
+
+    The traffic the step would have if every other op (element-wise work, copies, transposes,
+    reductions) were fused into them: a lower bound on the memory traffic of a backend that fuses
+    well, where XLA's own 'bytes accessed' on CPU follows XLA:CPU's fusion.
+
+    Args:
+      hlo_text: the optimised HLO of a compiled program (`compiled.as_text()`).
+    Returns:
+      Bytes, or None if the program has no convolution or dot.
+    """
+    total, found = 0.0, False
+    sizes: Dict[str, float] = {}
+    for line in hlo_text.splitlines():
+        if not line.startswith((" ", "\t")):  # a new computation: names are local to it
+            sizes = {}
+            continue
+        match = _INSTRUCTION.match(line)
+        if not match:
+            continue
+        name, element, dims, opcode, operands = match.groups()
+        count = 1
+        for dim in filter(None, dims.split(",")):
+            count *= int(dim)
+        sizes[name] = count * _ELEMENT_BYTES.get(element, 4)
+        if opcode in ("convolution", "dot"):
+            names = [o.strip().lstrip("%") for o in operands.split(",")]
+            total += sizes[name] + sum(sizes.get(o, 0.0) for o in names)
+            found = True
+    return total if found else None
+
+
 def smallest_compute_bound_batch(intensity_by_batch: Mapping[int, float],
                                  ridge: float) -> Optional[int]:
     """The smallest batch from which on (every larger scanned batch too) the step is compute-bound.
@@ -293,10 +333,15 @@ def device_table(devices: Sequence[Device]) -> List[str]:
 
 def cost_table(costs: Sequence[Mapping[str, Any]]) -> List[str]:
     """Markdown lines: per net, step and batch, XLA's GFLOP, GB accessed and intensity."""
-    rows = [[c["net"], c["step"], c["batch"], f"{c['flops'] / 1e9:.3g}",
-             f"{c['bytes'] / 1e9:.3g}", f"{c['flops'] / c['bytes']:.1f}"] for c in costs]
-    return _table(["net", "step", "per-device batch", "GFLOP", "GB accessed",
-                   "intensity (FLOP/B)"], rows)
+    rows = []
+    for c in costs:
+        fused = c.get("bytes_fused")
+        rows.append([c["net"], c["step"], c["batch"], f"{c['flops'] / 1e9:.3g}",
+                     f"{c['bytes'] / 1e9:.3g}", f"{c['flops'] / c['bytes']:.1f}",
+                     "-" if not fused else f"{fused / 1e9:.3g}",
+                     "-" if not fused else f"{c['flops'] / fused:.1f}"])
+    return _table(["net", "step", "per-device batch", "GFLOP", "GB accessed (XLA:CPU)",
+                   "intensity (FLOP/B)", "GB, convs and dots only", "intensity, fused"], rows)
 
 
 def step_table(costs: Sequence[Mapping[str, Any]], devices: Sequence[Device], dtype: str,
@@ -320,27 +365,42 @@ def step_table(costs: Sequence[Mapping[str, Any]], devices: Sequence[Device], dt
                 proj = [_seconds(projected), f"{c['batch'] / projected:,.0f}"]
             else:
                 proj = ["-", "-"]
+            fused = c.get("bytes_fused")
+            fused_cells = ["-", "-"]
+            if fused:
+                ideal = roofline(c["flops"], fused, peak, d.bandwidth)
+                fused_cells = [_seconds(ideal.time_s), ideal.bound]
             rows.append([c["net"], c["step"], c["batch"], d.name, _seconds(line.time_s),
                          f"{line.intensity:.1f}", f"{line.ridge:.1f}", line.bound,
                          f"{c['batch'] / line.time_s:,.0f}", "-" if not eff else f"{eff:.3f}",
-                         *proj])
+                         *proj, *fused_cells])
     return _table(["net", "step", "batch", "device", "roofline time", "intensity", "ridge",
                    "bound", "roofline examples/s", "CPU efficiency", "projected time",
-                   "projected examples/s"], rows)
+                   "projected examples/s", "roofline, fused", "bound, fused"], rows)
 
 
 def bound_table(costs: Sequence[Mapping[str, Any]], devices: Sequence[Device],
                 dtype: str) -> List[str]:
     """Markdown lines: per net, step and device, the smallest compute-bound per-device batch."""
-    by_key: Dict[Tuple[str, str], Dict[int, float]] = {}
+    by_key: Dict[Tuple[str, str], Dict[str, Dict[int, float]]] = {}
     for c in costs:
-        by_key.setdefault((c["net"], c["step"]), {})[c["batch"]] = c["flops"] / c["bytes"]
+        entry = by_key.setdefault((c["net"], c["step"]), {"xla": {}, "fused": {}})
+        entry["xla"][c["batch"]] = c["flops"] / c["bytes"]
+        if c.get("bytes_fused"):
+            entry["fused"][c["batch"]] = c["flops"] / c["bytes_fused"]
+
+    def smallest(intensities, ridge):
+        if not intensities:
+            return "-"
+        batch = smallest_compute_bound_batch(intensities, ridge)
+        return f"none <= {max(intensities)}" if batch is None else str(batch)
+
     rows = []
-    for (net, step), intensities in by_key.items():
+    for (net, step), entry in by_key.items():
         cells = []
         for d in devices:
-            batch = smallest_compute_bound_batch(intensities, peak_for(d, dtype) / d.bandwidth)
-            cells.append(f"none <= {max(intensities)}" if batch is None else str(batch))
+            ridge = peak_for(d, dtype) / d.bandwidth
+            cells.append(f"{smallest(entry['xla'], ridge)} / {smallest(entry['fused'], ridge)}")
         rows.append([net, step, *cells])
     return _table(["net", "step", *[d.name for d in devices]], rows)
 
@@ -403,6 +463,12 @@ def recipe_table(costs: Sequence[Mapping[str, Any]], param_bytes: Mapping[str, M
                 allreduce = {s: ring_allreduce_s(param_bytes[net][s], chips,
                                                  device.allreduce_bandwidth) for s in pair}
             cells = [net, label, batch, _seconds(recipe_time(roof, recipe, allreduce))]
+            if all(c.get("bytes_fused") for c in pair.values()):
+                fused = {s: roofline(c["flops"], c["bytes_fused"], peak, device.bandwidth).time_s
+                         for s, c in pair.items()}
+                cells.append(_seconds(recipe_time(fused, recipe, allreduce)))
+            else:
+                cells.append("-")
             effs = {s: efficiency.get(f"{net}/{s}") for s in pair}
             if all(effs.values()):
                 projected = {s: projected_time(c["flops"], c["bytes"], peak, device.bandwidth,
@@ -413,7 +479,7 @@ def recipe_table(costs: Sequence[Mapping[str, Any]], param_bytes: Mapping[str, M
             cells.append("-" if chips == 1 else
                          f"{allreduce['energy'] * 1e6:.3g} / {allreduce['base'] * 1e6:.3g} us")
             rows.append(cells)
-    return _table(["net", "setup", "per-device batch", "roofline (ideal)",
+    return _table(["net", "setup", "per-device batch", "roofline", "roofline, fused",
                    "at CPU efficiency", "all-reduce per energy / base step"], rows)
 
 
@@ -422,7 +488,8 @@ class Report(NamedTuple):
 
     Attributes:
       costs: rows {'net', 'step' ('energy', 'base', 'ula'), 'batch' (per device), 'flops',
-        'bytes'}, from XLA's cost analysis of the compiled per-device step.
+        'bytes', optionally 'bytes_fused' (see `matmul_bytes`)}, from XLA's cost analysis of the
+        compiled per-device step.
       devices: the devices to project to (this CPU last, usually).
       efficiency: 'net/step' -> this CPU's achieved / peak FLOP/s for that step.
       param_bytes: net -> {'energy': gradient bytes of the energy step, 'base': of the base step}.
@@ -481,7 +548,10 @@ def markdown(report: Report) -> str:
         "convolution or matmul, only over valid, unpadded taps), the same on any backend. Bytes "
         "follow XLA:CPU's fusion decisions; XLA:GPU and XLA:TPU fuse more element-wise work into "
         "convolutions, so their traffic is lower and the intensities here are conservative "
-        "(lower bounds).",
+        "(lower bounds). The 'fused' columns count instead only the bytes of the "
+        "convolutions and dots (their operands and results, from the optimised HLO, "
+        "`matmul_bytes`): the traffic if every other op were fused into them, so an upper "
+        "bound on the intensity. The truth on an accelerator lies between the two.",
         "* Roofline time = max(FLOPs / peak, bytes / bandwidth); intensity = FLOPs / bytes; "
         "ridge = peak / bandwidth; a step is compute-bound when intensity >= ridge.",
         f"* Peak for a `{report.dtype}` model: jax's default matmul precision runs float32 "
@@ -515,8 +585,9 @@ def markdown(report: Report) -> str:
             "",
             "The smallest scanned per-device batch from which on the step's intensity stays at or "
             "above the device's ridge point (below it the step is memory-bound: a smaller "
-            f"per-device batch no longer uses the {report.dtype} peak). 'none <= B': "
-            "memory-bound up to the largest scanned batch B.", ""]
+            f"per-device batch no longer uses the {report.dtype} peak), with XLA:CPU's bytes / "
+            "with the convs-and-dots-only bytes. 'none <= B': memory-bound up to the largest "
+            "scanned batch B.", ""]
     out += bound_table(report.costs, report.devices, report.dtype)
     out += ["", "## XLA cost analysis per step", ""] + cost_table(report.costs)
     return "\n".join(out) + "\n"

@@ -48,6 +48,28 @@ def test_convolution_flops_count_only_valid_taps():
     assert cost["bytes"] >= 4 * (x.size + w.size + 8 * 32 * 32 * 32)
 
 
+def test_matmul_bytes_counts_the_operands_and_results_of_convolutions_and_dots():
+    """The gradient of sum(tanh(conv(x, w))) in x and w has three convolutions (forward, input
+    gradient, kernel gradient), each reading two of x, w, dy and writing the third (dx, dw or y,
+    same sizes): 3 (|x| + |w| + |y|) float32 bytes. XLA:CPU's 'bytes accessed' also counts the
+    unfused tanh and its derivative, so it is larger."""
+    x = jnp.zeros((8, 32, 32, 16), jnp.float32)
+    w = jnp.zeros((3, 3, 16, 32), jnp.float32)
+
+    def loss(x, w):
+        return jnp.tanh(jax.lax.conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))).sum()
+
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).compile()
+    fused = roofline.matmul_bytes(compiled.as_text())
+    assert fused == 3 * 4 * (x.size + w.size + 8 * 32 * 32 * 32)
+    assert roofline.cost_of(compiled)["bytes"] > fused
+    a, b = jnp.zeros((64, 128)), jnp.zeros((128, 32))
+    assert roofline.matmul_bytes(jax.jit(jnp.dot).lower(a, b).compile().as_text()) == \
+        4 * (64 * 128 + 128 * 32 + 64 * 32)
+    assert roofline.matmul_bytes(jax.jit(jnp.tanh).lower(a).compile().as_text()) is None
+
+
 def test_roofline_of_a_matmul_on_a_hand_computed_device():
     # 256^3: F = 2 * 256^3 = 33,554,432; B = 4 * 3 * 256^2 = 786,432; F / B = 256 / 6 = 42.67
     # < ridge 100: memory-bound, time = B / 1e12 s.
@@ -121,7 +143,7 @@ def _report():
                   {"net": "toy", "step": "base", "batch": batch, "flops": batch * 0.5e9,
                    "bytes": 1e8 + batch * 1e7},
                   {"net": "toy", "step": "ula", "batch": batch, "flops": batch * 0.2e9,
-                   "bytes": batch * 1e7}]
+                   "bytes": batch * 1e7, "bytes_fused": batch * 1e6}]
     devices = [roofline.DEVICES["A100"], roofline.DEVICES["TPUv4"], TOY]
     return roofline.Report(
         costs=costs, devices=devices, param_bytes={"toy": {"energy": 4_000_004, "base": 8e6}},
@@ -154,34 +176,42 @@ def test_markdown_writes_every_table_from_given_rows():
     ideal = 778_500 * max(1.28e11 / 156e12, memory_s) + 150_000 * max(0.64e11 / 156e12, memory_s)
     projected = (778_500 * max(1.28e11 / 78e12, memory_s)
                  + 150_000 * max(0.64e11 / 78e12, memory_s))
-    assert row("toy", "1 x A100", "128")[3:5] == [seconds(ideal), seconds(projected)]
+    assert row("toy", "1 x A100", "128")[3:6] == [seconds(ideal), "-", seconds(projected)]
     assert seconds(ideal) == "740.29 s" and seconds(projected) == "1400.62 s"
     # TPU v4-32: 16 chips at batch 8, plus a ring all-reduce of 4 MB (energy) / 8 MB (base) at
     # 1.1e15 / 4096 B/s: 2 * 15 / 16 * 4e6 / 2.686e11 = 27.9 us and 55.9 us.
     cells = row("toy", "TPU v4-32 (16 chips)", "8")
     allreduce_e = 2 * 15 / 16 * 4_000_004 / (1.1e15 / 4096)
     allreduce_b = 2 * 15 / 16 * 8e6 / (1.1e15 / 4096)
-    assert cells[5] == f"{allreduce_e * 1e6:.3g} / {allreduce_b * 1e6:.3g} us"
+    assert cells[6] == f"{allreduce_e * 1e6:.3g} / {allreduce_b * 1e6:.3g} us"
     step_e = max(8e9 / 275e12, 1.8e8 / 1200e9)
     step_b = max(4e9 / 275e12, 1.8e8 / 1200e9)
     pod_s = 778_500 * (step_e + allreduce_e) + 150_000 * (step_b + allreduce_b)
     assert cells[3] == seconds(pod_s)
-    # Per step on the toy device at batch 128: ula F = 2.56e10, B = 1.28e9, intensity 20 < 100.
+    # Per step on the toy device at batch 128: ula F = 2.56e10, B = 1.28e9, intensity 20 < 100;
+    # with the convs-and-dots bytes 1.28e8, intensity 200: compute-bound, 2.56e10 / 1e14 s.
     cells = row("toy", "ula", "128", "toy")
     assert cells[4:8] == ["1.28 ms", "20.0", "100.0", "memory"]
+    assert cells[-2:] == ["256 us", "compute"]
     # Smallest compute-bound batch: energy intensity 8e9 / 1.8e8 = 44, 16e9 / 2.6e8 = 62,
     # 128e9 / 1.38e9 = 93: above the A100's ridge 156 / 2.039 = 76.5 at 128 only, below the
     # TPU v4's 229 and the toy device's 100; the ULA step (intensity 20) never.
-    assert row("toy", "energy", "128", "none <= 128")[2:] == ["128", "none <= 128", "none <= 128"]
-    assert row("toy", "ula", "none <= 128")[2:] == ["none <= 128"] * 3
+    assert row("toy", "energy", "128 / -")[2:] == ["128 / -", "none <= 128 / -",
+                                                    "none <= 128 / -"]
+    # ULA: intensity 20 with XLA:CPU's bytes, 200 with the fused ones (every batch): compute-bound
+    # from batch 8 on the A100 (ridge 76.5) and the toy device (100), not on the TPU v4 (229).
+    assert row("toy", "ula", "none <= 128 / 8")[2:] == ["none <= 128 / 8", "none <= 128 / none "
+                                                        "<= 128", "none <= 128 / 8"]
 
 
-def test_benchmark_roofline_section_emits_a_row_per_step_and_batch():
+def test_benchmark_roofline_section_emits_a_row_per_step_and_batch(tmp_path):
+    cache = tmp_path / "cache.jsonl"
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)  # one host device, like a user's run
     cmd = [sys.executable, "-m", "experiments.benchmark", "--section=roofline", "--net=mlp",
            "--batch=2", "--roofline_batches=2", "--generator_width=8", "--energy_width=8",
-           "--cpu_efficiency=0.5", "--memory_gb_per_s=10", "--matmul_size=64"]
+           "--cpu_efficiency=0.5", "--memory_gb_per_s=10", "--matmul_size=64",
+           f"--roofline_cache={cache}"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -189,7 +219,7 @@ def test_benchmark_roofline_section_emits_a_row_per_step_and_batch():
     assert [r["step"] for r in rows] == ["energy", "base", "ula"]
     for r in rows:
         assert r["batch"] == 2 and r["devices"] == 1 and r["cpu_efficiency"] == 0.5
-        assert r["gflop"] > 0 and r["gbytes"] > 0
+        assert r["gflop"] > 0 and r["gbytes"] > r["gbytes_fused"] > 0
         assert r["intensity"] == pytest.approx(r["gflop"] / r["gbytes"], rel=2e-3)
         for name in ("A100", "H100", "TPUv4", "TPUv5e", "cpu"):
             assert r[f"{name}_bound"] in ("compute", "memory")
@@ -198,3 +228,8 @@ def test_benchmark_roofline_section_emits_a_row_per_step_and_batch():
         # the bytes over 2039 GB/s.
         assert r["A100_bound"] == "memory"
         assert r["A100_roofline_ms"] == pytest.approx(r["gbytes"] / 2039 * 1e3, rel=1e-3)
+    # The cache holds the three rows, with the exact costs a later run reuses.
+    cached = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert [c["step"] for c in cached] == ["energy", "base", "ula"]
+    for c, r in zip(cached, rows):
+        assert c["cache_key"] and c["flops"] / 1e9 == pytest.approx(r["gflop"], rel=1e-3)
