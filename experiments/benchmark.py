@@ -667,13 +667,16 @@ def roofline_section() -> List[Dict[str, Any]]:
                     with open(FLAGS.roofline_cache, "a") as f:
                         f.write(json.dumps(row) + "\n")
     if FLAGS.markdown:
-        command = ("python -m experiments.benchmark --section=roofline "
-                   + " ".join(arg for arg in sys.argv[1:] if not arg.startswith("--section")))
+        command = ("python -m experiments.benchmark --section=roofline " + " ".join(
+            arg for arg in sys.argv[1:] if not arg.startswith(("--section", "--roofline_cache"))))
         notes = [f"Generated {datetime.date.today().isoformat()} on {os.cpu_count()} CPU cores, "
                  f"jax {jax.__version__}: dense float32 matmul under XLA "
                  f"{machine_rate()['xla']:.1f} GFLOP/s, memory copy "
                  f"{bandwidth / 1e9:.1f} GB/s"
                  + (" (given)" if FLAGS.memory_gb_per_s else " (measured)") + ".",
+                 *(["Built in several short runs through --roofline_cache (rows marked "
+                    "'cached' in the JSON output come from earlier runs)."]
+                   if FLAGS.roofline_cache else []),
                  "CPU efficiency: " + (
                      f"given ({FLAGS.cpu_efficiency})" if FLAGS.cpu_efficiency else
                      f"each step's FLOPs per second of process CPU time at batch {main_batch} on "

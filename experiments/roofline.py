@@ -300,7 +300,9 @@ STEPS = ("energy", "base", "ula")
 
 def _seconds(s: float) -> str:
     if s >= 3600:
-        return f"{s / 3600:.1f} h"
+        return f"{s / 3600:.2f} h"
+    if s >= 60:
+        return f"{s / 60:.1f} min"
     if s >= 1:
         return f"{s:.2f} s"
     if s >= 1e-3:
@@ -573,6 +575,9 @@ def markdown(report: Report) -> str:
         "all-reduce of the float32 gradients (energy parameters and A for an energy step, "
         "generator parameters for a base step) at the per-chip all-reduce bandwidth in the "
         "device table; latency, BatchNorm statistics and the host input pipeline are left out.",
+        "* Left out everywhere: per-op overheads. XLA:CPU's energy step has several hundred "
+        "fused ops; at a few microseconds per GPU kernel launch that is of the order of a "
+        "millisecond per step, comparable to the roofline times at small per-device batches.",
     ]
     out += [f"* {note}" for note in report.notes]
     out += ["", "## Devices", ""] + device_table(report.devices)

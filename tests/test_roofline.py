@@ -177,7 +177,7 @@ def test_markdown_writes_every_table_from_given_rows():
     projected = (778_500 * max(1.28e11 / 78e12, memory_s)
                  + 150_000 * max(0.64e11 / 78e12, memory_s))
     assert row("toy", "1 x A100", "128")[3:6] == [seconds(ideal), "-", seconds(projected)]
-    assert seconds(ideal) == "740.29 s" and seconds(projected) == "1400.62 s"
+    assert seconds(ideal) == "12.3 min" and seconds(projected) == "23.3 min"
     # TPU v4-32: 16 chips at batch 8, plus a ring all-reduce of 4 MB (energy) / 8 MB (base) at
     # 1.1e15 / 4096 B/s: 2 * 15 / 16 * 4e6 / 2.686e11 = 27.9 us and 55.9 us.
     cells = row("toy", "TPU v4-32 (16 chips)", "8")
