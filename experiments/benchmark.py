@@ -1,4 +1,4 @@
-r"""Benchmarks: python -m experiments.benchmark --section=train|sampler|sampling|all
+r"""Benchmarks: python -m experiments.benchmark --section=train|sampler|sampling|all|roofline
 [--net=sngan|resnet|all] [--batch=64] [--latent=100]
 
 Prints one JSON object per measurement on stdout, then a human-readable table.
@@ -26,6 +26,11 @@ Sections (networks randomly initialised: speed does not depend on training):
 * `sampling`: chunked GEBM sampling with `kale_jax.sampling.Sampler` (--sampling_kernel,
   --sampling_steps, --num_latents in chunks of --batch): `latents_per_s` over the whole draw
   (host copies included) and the peak memory.
+* `roofline` (only when named): compile-only cost of the energy, base and ULA steps on one
+  device per per-device batch (--roofline_batches and --batch): `gflop`, `gbytes` (XLA's 'bytes
+  accessed'), `gbytes_fused` (convolutions and dots only), `intensity`, and per device of
+  experiments/roofline.py its `<device>_roofline_ms` and `<device>_bound`; at --batch the step is
+  also timed here for `cpu_efficiency`. --markdown writes docs/performance_model.md.
 
 Timings: the median over --repeats timed runs after one warm-up run; ms figures are wall-clock
 per step. XLA:CPU flags: --xnnpack (default on) adds --xla_cpu_use_xnnpack=true; --xla_flags
@@ -584,7 +589,16 @@ def roofline_section() -> List[Dict[str, Any]]:
         raise app.UsageError(f"--pod_chips={FLAGS.pod_chips} must divide the recipe's batch "
                              f"{recipe.batch}")
     main_batch = FLAGS.batch
-    batches = {int(b) for b in FLAGS.roofline_batches} | {main_batch}
+    try:
+        batches = {int(b) for b in FLAGS.roofline_batches} | {main_batch}
+    except ValueError:
+        batches = set()
+    if not batches or min(batches) < 1:
+        raise app.UsageError(f"--roofline_batches={','.join(FLAGS.roofline_batches)}: expected "
+                             "positive integers, e.g. --roofline_batches=1,8,128")
+    if not 0 <= FLAGS.cpu_efficiency <= 1:
+        raise app.UsageError(f"--cpu_efficiency={FLAGS.cpu_efficiency}: expected a fraction in "
+                             "(0, 1], or 0 to measure it here")
     if FLAGS.markdown:  # the recipe's per-device batches: one GPU, one chip of the pod slice
         batches |= {recipe.batch, recipe.batch // recipe.pod_chips}
     dtype = getattr(FLAGS, "dtype", None)  # a model dtype flag, if the binary has one

@@ -233,3 +233,14 @@ def test_benchmark_roofline_section_emits_a_row_per_step_and_batch(tmp_path):
     assert [c["step"] for c in cached] == ["energy", "base", "ula"]
     for c, r in zip(cached, rows):
         assert c["cache_key"] and c["flops"] / 1e9 == pytest.approx(r["gflop"], rel=1e-3)
+
+
+def test_benchmark_roofline_section_refuses_bad_batches_before_compiling():
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, "-m", "experiments.benchmark", "--section=roofline", "--net=mlp",
+           "--roofline_batches=0,8", "--matmul_size=64"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "--roofline_batches=0,8: expected positive integers" in proc.stderr
+    assert '"section": "roofline"' not in proc.stdout
