@@ -70,6 +70,24 @@ def test_matmul_bytes_counts_the_operands_and_results_of_convolutions_and_dots()
     assert roofline.matmul_bytes(jax.jit(jnp.tanh).lower(a).compile().as_text()) is None
 
 
+def test_costs_do_not_depend_on_llvm_optimisation():
+    """The benchmark compiles cost-only programs with xla_backend_optimization_level=0: the
+    optimised HLO, and so both byte counts and the FLOPs, are those of a normal compile."""
+    x = jnp.zeros((4, 16, 16, 8), jnp.float32)
+    w = jnp.zeros((3, 3, 8, 8), jnp.float32)
+
+    def loss(x, w):
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.sum(jax.nn.softplus(y) ** 2)
+
+    lowered = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w)
+    normal = lowered.compile()
+    fast = lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
+    assert roofline.cost_of(fast) == roofline.cost_of(normal)
+    assert roofline.matmul_bytes(fast.as_text()) == roofline.matmul_bytes(normal.as_text())
+
+
 def test_roofline_of_a_matmul_on_a_hand_computed_device():
     # 256^3: F = 2 * 256^3 = 33,554,432; B = 4 * 3 * 256^2 = 786,432; F / B = 256 / 6 = 42.67
     # < ridge 100: memory-bound, time = B / 1e12 s.
