@@ -1,4 +1,4 @@
-r"""Benchmarks: python -m experiments.benchmark --section=train|sampler|sampling|all
+r"""Benchmarks: python -m experiments.benchmark --section=train|sampler|sampling|all|roofline
 [--net=sngan|resnet|all] [--variant=authors|ours] [--batch=64] [--latent=100]
 
 Prints one JSON object per measurement on stdout, then a human-readable table.
@@ -31,6 +31,11 @@ Sections (networks randomly initialised: speed does not depend on training):
 * `sampling`: chunked GEBM sampling with `kale_jax.sampling.Sampler` (--sampling_kernel,
   --sampling_steps, --num_latents in chunks of --batch): `latents_per_s` over the whole draw
   (host copies included) and the peak memory.
+* `roofline` (only when named): compile-only cost of the energy, base and ULA steps on one
+  device per per-device batch (--roofline_batches and --batch): `gflop`, `gbytes` (XLA's 'bytes
+  accessed'), `gbytes_fused` (convolutions and dots only), `intensity`, and per device of
+  experiments/roofline.py its `<device>_roofline_ms` and `<device>_bound`; at --batch the step is
+  also timed here for `cpu_efficiency`. --markdown writes docs/performance_model.md.
 
 Timings: the median over --repeats timed runs after one warm-up run; ms figures are wall-clock
 per step. XLA:CPU flags: --xnnpack (default on) adds --xla_cpu_use_xnnpack=true; --xla_flags
@@ -38,6 +43,7 @@ appends anything else; both are applied before jax starts, as is --cpu_devices (
 per core by default: on a CPU-only machine every section runs data-parallel over the cores;
 `devices` in each row says over how many devices).
 """
+import contextlib
 import json
 import os
 import resource
@@ -49,7 +55,9 @@ from typing import Any, Callable, Dict, List, Optional
 from absl import app, flags
 
 SECTION_NAMES = ["train", "sampler", "sampling"]
-flags.DEFINE_enum("section", "all", SECTION_NAMES + ["all"], "Which benchmark to run.")
+EXTRA_SECTIONS = ["roofline"]  # run only when named ('all' is the timing sections)
+flags.DEFINE_enum("section", "all", SECTION_NAMES + EXTRA_SECTIONS + ["all"],
+                  "Which benchmark to run.")
 flags.DEFINE_enum("net", "all", ["sngan", "resnet", "dcgan", "mlp", "all"],
                   "Generator/energy pair ('all': sngan and resnet; 'mlp': vectors of dimension "
                   "--mlp_dim, for quick tests of the binary).")
@@ -84,6 +92,21 @@ flags.DEFINE_integer("devices", 0, "Devices the steps run on, data-parallel (bat
 flags.DEFINE_integer("cpu_devices", 0, "CPU devices jax creates (jax_num_cpu_devices; 0: one per "
                      "core). XLA:CPU runs much of a step's convolution work on one thread, so "
                      "one device per core, data-parallel, is what keeps every core busy.")
+flags.DEFINE_list("roofline_batches", ["1", "2", "4", "8", "16", "32", "64", "128", "256"],
+                  "Section roofline: per-device batches whose steps are compiled for their cost "
+                  "(--batch and the recipe's per-device batches are added).")
+flags.DEFINE_float("memory_gb_per_s", 0.0, "Section roofline: this CPU's memory bandwidth, GB/s "
+                   "(0: measure it with a 256 MB copy).")
+flags.DEFINE_float("cpu_efficiency", 0.0, "Section roofline: this CPU's achieved / peak FLOP/s "
+                   "for every step (0: measure it by timing each step at --batch here).")
+flags.DEFINE_integer("pod_chips", 16, "Section roofline: chips of the TPU v4 slice the recipe "
+                     "is projected to (v4-32 = 16 chips), data-parallel.")
+flags.DEFINE_string("roofline_cache", "", "Section roofline: a JSON-lines file of earlier "
+                    "roofline rows: steps already in it (same net, widths, parameter counts, "
+                    "dtype, batch) are not compiled again, new rows are appended; builds the "
+                    "tables in several short runs. Delete it when the networks change.")
+flags.DEFINE_string("markdown", "", "Section roofline: write the performance-model tables to "
+                    "this markdown file (e.g. docs/performance_model.md).")
 FLAGS = flags.FLAGS
 
 # The authors' PyTorch code (torch 2.13 CPU, 2 threads) on the same 2-core machines, batch 64,
@@ -320,12 +343,11 @@ def _time_jitted(fn: Callable, args: tuple, per: int):
             None if flops is None else flops / per)
 
 
-def _step_flops(generator, energy, kernel: str, args: tuple) -> Optional[float]:
-    """FLOPs of one MCMC step of `kernel` from XLA's cost analysis of the compiled kernel step.
-
-    The whole sampler can't be used: cost analysis counts a loop body once, not per trip. (For
-    'hmc' the leapfrog loop inside a step is counted once too: the row's gflop is one step with
-    one leapfrog.)"""
+def _mcmc_step_program(generator, energy, kernel: str, args: tuple, runnable: bool = False,
+                       compiler_options: Optional[Dict[str, Any]] = None):
+    """(compiled one MCMC step of `kernel` on the latent posterior, its arguments); the state
+    argument is abstract (shapes only) unless `runnable` (then the chains' initial state)."""
+    import functools  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     from kale_jax import hmc, latent  # pylint: disable=g-import-not-at-top
@@ -336,12 +358,24 @@ def _step_flops(generator, energy, kernel: str, args: tuple) -> Optional[float]:
         return hmc.build_kernel(kernel, potential, **options)
 
     gen_vars, energy_vars, _, z = args
-    state = jax.eval_shape(lambda g, e, z: build(g, e).init(z, z), gen_vars, energy_vars, z)
+    init = lambda g, e, z: build(g, e).init(z, z)  # pylint: disable=unnecessary-lambda-assignment
+    state = (jax.jit(init) if runnable else functools.partial(jax.eval_shape, init))(
+        gen_vars, energy_vars, z)
     step_size = jnp.full(z.shape[:1], STEP_SIZE, z.dtype)
     uniform = jnp.full(z.shape[:1], 0.5, z.dtype)
     step = jax.jit(lambda g, e, s, n, u: build(g, e).step(s, step_size, n, u))
+    step_args = (gen_vars, energy_vars, state, z, uniform)
+    return step.lower(*step_args).compile(compiler_options=compiler_options), step_args
+
+
+def _step_flops(generator, energy, kernel: str, args: tuple) -> Optional[float]:
+    """FLOPs of one MCMC step of `kernel` from XLA's cost analysis of the compiled kernel step.
+
+    The whole sampler can't be used: cost analysis counts a loop body once, not per trip. (For
+    'hmc' the leapfrog loop inside a step is counted once too: the row's gflop is one step with
+    one leapfrog.)"""
     try:
-        return _cost_flops(step.lower(gen_vars, energy_vars, state, z, uniform).compile())
+        return _cost_flops(_mcmc_step_program(generator, energy, kernel, args)[0])
     except Exception:  # pylint: disable=broad-except
         return None
 
@@ -492,8 +526,213 @@ def sampling_section() -> List[Dict[str, Any]]:
     return rows
 
 
+# ------------------------------------------------------------------------------------ roofline
+
+
+@contextlib.contextmanager
+def _flag_values(**values):
+    """Sets FLAGS values for the block (the setup helpers read --batch and --devices)."""
+    old = {name: getattr(FLAGS, name) for name in values}
+    for name, value in values.items():
+        setattr(FLAGS, name, value)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            setattr(FLAGS, name, value)
+
+
+def _param_bytes(variables) -> int:
+    """Bytes of the float32 gradients of a network's 'params' collection."""
+    import jax  # pylint: disable=g-import-not-at-top
+    return int(sum(4 * leaf.size for leaf in jax.tree_util.tree_leaves(variables["params"])))
+
+
+def _step_programs(net: str, runnable: bool):
+    """{'energy' | 'base' | 'ula': (compiled one-device program, its arguments)} at --batch.
+
+    Unless `runnable`, the programs are for their cost analysis only: compiled with LLVM's
+    optimisations off (xla_backend_optimization_level=0: the same optimised HLO, so the same
+    costs, in about half the compile time) and the ULA state is abstract."""
+    import functools  # pylint: disable=g-import-not-at-top
+    import jax  # pylint: disable=g-import-not-at-top
+    from kale_jax.train import steps  # pylint: disable=g-import-not-at-top
+    options = {} if runnable else {"xla_backend_optimization_level": 0}
+    spec, state, x, wrapper = _train_setup(net)
+    programs = {}
+    for which, fn in (("energy", steps.energy_step), ("base", steps.base_step)):
+        wrapped = wrapper.wrap(functools.partial(fn, spec), batch_axes=(0,), donate_state=False)
+        programs[which] = (wrapped.lower(state, x).compile(compiler_options=options), (state, x))
+    generator, energy = _modules(net)
+    gen_vars, energy_vars = _variables(net, generator, energy)
+    z = jax.random.normal(jax.random.key(2), (FLAGS.batch, FLAGS.latent))
+    programs["ula"] = _mcmc_step_program(generator, energy, "ula",
+                                         (gen_vars, energy_vars, None, z), runnable=runnable,
+                                         compiler_options=options)
+    return programs
+
+
+def _roofline_cache() -> Dict[str, Dict[str, Any]]:
+    """Rows of --roofline_cache (JSON lines) by their 'cache_key'."""
+    if not FLAGS.roofline_cache or not os.path.exists(FLAGS.roofline_cache):
+        return {}
+    with open(FLAGS.roofline_cache) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {row["cache_key"]: row for row in rows if "cache_key" in row}
+
+
+def _matmul_flops_per_cpu_second() -> float:
+    """The reference matmul's (--matmul_size^3, float32, XLA) FLOPs per second of process CPU
+    time: the denominator of the roofline section's CPU efficiency. Per CPU-second, both for the
+    matmul and for the steps, so that other jobs on a shared machine do not bias the ratio."""
+    import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    n = FLAGS.matmul_size
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    matmul = jax.jit(jnp.matmul).lower(a, a).compile()
+    jax.block_until_ready(matmul(a, a))
+    _, cpu_s = _timed(lambda: jax.block_until_ready(matmul(a, a)), max(3, FLAGS.repeats))
+    return 2.0 * n ** 3 / cpu_s
+
+
+def roofline_section() -> List[Dict[str, Any]]:
+    """Cost (FLOPs, bytes) of the energy, base and ULA steps per per-device batch, the roofline
+    on each device of experiments.roofline.DEVICES and this CPU, and optionally the markdown."""
+    import datetime  # pylint: disable=g-import-not-at-top
+    import jax  # pylint: disable=g-import-not-at-top
+    from experiments import roofline  # pylint: disable=g-import-not-at-top
+    recipe = roofline.Recipe(pod_chips=FLAGS.pod_chips)
+    if recipe.batch % recipe.pod_chips:
+        raise app.UsageError(f"--pod_chips={FLAGS.pod_chips} must divide the recipe's batch "
+                             f"{recipe.batch}")
+    main_batch = FLAGS.batch
+    try:
+        batches = {int(b) for b in FLAGS.roofline_batches} | {main_batch}
+    except ValueError:
+        batches = set()
+    if not batches or min(batches) < 1:
+        raise app.UsageError(f"--roofline_batches={','.join(FLAGS.roofline_batches)}: expected "
+                             "positive integers, e.g. --roofline_batches=1,8,128")
+    if not 0 <= FLAGS.cpu_efficiency <= 1:
+        raise app.UsageError(f"--cpu_efficiency={FLAGS.cpu_efficiency}: expected a fraction in "
+                             "(0, 1], or 0 to measure it here")
+    if FLAGS.markdown:  # the recipe's per-device batches: one GPU, one chip of the pod slice
+        batches |= {recipe.batch, recipe.batch // recipe.pod_chips}
+    dtype = getattr(FLAGS, "dtype", None)  # a model dtype flag, if the binary has one
+    dtype = dtype if dtype in ("float32", "bfloat16") else "float32"
+    bandwidth = FLAGS.memory_gb_per_s * 1e9 or roofline.copy_bandwidth()
+    cpu = roofline.cpu_device(machine_rate()["xla"] * 1e9, bandwidth)
+    cpu_rate = 0.0 if FLAGS.cpu_efficiency else _matmul_flops_per_cpu_second()
+    devices = list(roofline.DEVICES.values()) + [cpu]
+    cache = _roofline_cache()
+    rows: List[Dict[str, Any]] = []
+    costs, efficiency, param_bytes = [], {}, {}
+    for net in _nets():
+        generator, energy = _modules(net)
+        gen_vars, energy_vars = _variables(net, generator, energy)
+        param_bytes[net] = {"energy": _param_bytes(energy_vars) + 4,  # + A
+                            "base": _param_bytes(gen_vars)}
+        identity = {"net": net, "image_size": FLAGS.image_size, "latent": FLAGS.latent,
+                    "widths": _widths(net), "params": param_bytes[net], "dtype": dtype,
+                    "variant": getattr(FLAGS, "variant", None)}
+        for batch in sorted(batches):
+            timed = batch == main_batch and not FLAGS.cpu_efficiency
+            keys = {step: json.dumps({**identity, "batch": batch, "step": step}, sort_keys=True)
+                    for step in roofline.STEPS}
+            cached = {step: cache.get(key) for step, key in keys.items()}
+            if all(cached.values()) and all("bytes_fused" in row for row in cached.values()) \
+                    and not (timed and not all("step_ms" in row for row in cached.values())):
+                kept = ("step", "dtype", "flops", "bytes", "bytes_fused", "compile_s",
+                        "cache_key", "step_ms",
+                        "cpu_ms", "gflop_per_s", "matmul_fraction", "cpu_efficiency")
+                found = {step: ({k: row[k] for k in kept if k in row}, None)
+                         for step, row in cached.items()}
+            else:
+                with _flag_values(batch=batch, devices=1):
+                    start = time.perf_counter()
+                    programs = _step_programs(net, runnable=timed)
+                    compile_s = (time.perf_counter() - start) / len(programs)
+                found = {}
+                for step, (compiled, args) in programs.items():
+                    cost = roofline.cost_of(compiled)
+                    if cost["flops"] is None or cost["bytes"] is None:
+                        raise RuntimeError(f"XLA reported no cost for the {net} {step} step: "
+                                           f"{compiled.cost_analysis()}")
+                    row = {"step": step, "dtype": dtype, "flops": cost["flops"],
+                           "bytes": cost["bytes"],
+                           "bytes_fused": roofline.matmul_bytes(compiled.as_text()),
+                           "compile_s": round(compile_s, 2),
+                           "cache_key": keys[step]}
+                    if timed:
+                        jax.block_until_ready(compiled(*args))  # warm-up
+                        wall, cpu_s = _timed(
+                            lambda c=compiled, a=args: jax.block_until_ready(c(*a)),
+                            FLAGS.repeats)
+                        row.update(step_ms=round(wall * 1e3, 1), cpu_ms=round(cpu_s * 1e3, 1),
+                                   **_flop_fields(cost["flops"], wall))
+                    found[step] = (row, keys[step])
+            for step, (row, new_key) in found.items():
+                row = dict(row)
+                if batch == main_batch:
+                    row["cpu_efficiency"] = FLAGS.cpu_efficiency or _significant(min(
+                        1.0, row["flops"] / (row["cpu_ms"] / 1e3) / cpu_rate), 3)
+                    efficiency[f"{net}/{step}"] = row["cpu_efficiency"]
+                costs.append({"net": net, "step": step, "batch": batch,
+                              "flops": row["flops"], "bytes": row["bytes"],
+                              "bytes_fused": row.get("bytes_fused")})
+                row.update(gflop=_significant(row["flops"] / 1e9),
+                           gbytes=_significant(row["bytes"] / 1e9),
+                           gbytes_fused=row.get("bytes_fused") and _significant(
+                               row["bytes_fused"] / 1e9),
+                           intensity=_significant(row["flops"] / row["bytes"], 3),
+                           cached=new_key is None)
+                for device in devices:
+                    line = roofline.roofline(row["flops"], row["bytes"],
+                                             roofline.peak_for(device, dtype), device.bandwidth)
+                    row[f"{device.name}_roofline_ms"] = _significant(line.time_s * 1e3)
+                    row[f"{device.name}_bound"] = line.bound
+                with _flag_values(batch=batch, devices=1):
+                    row = _row("roofline", net, **row)
+                _emit(row, rows)
+                if new_key is not None and FLAGS.roofline_cache:
+                    with open(FLAGS.roofline_cache, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+    if FLAGS.markdown:
+        command = ("python -m experiments.benchmark --section=roofline " + " ".join(
+            arg for arg in sys.argv[1:] if not arg.startswith(("--section", "--roofline_cache"))))
+        notes = [f"Generated {datetime.date.today().isoformat()} on {os.cpu_count()} CPU cores, "
+                 f"jax {jax.__version__}: dense float32 matmul under XLA "
+                 f"{machine_rate()['xla']:.1f} GFLOP/s, memory copy "
+                 f"{bandwidth / 1e9:.1f} GB/s"
+                 + (" (given)" if FLAGS.memory_gb_per_s else " (measured)") + ".",
+                 *(["Built in several short runs through --roofline_cache (rows marked "
+                    "'cached' in the JSON output come from earlier runs)."]
+                   if FLAGS.roofline_cache else []),
+                 "CPU efficiency: " + (
+                     f"given ({FLAGS.cpu_efficiency})" if FLAGS.cpu_efficiency else
+                     f"each step's FLOPs per second of process CPU time at batch {main_batch} on "
+                     f"one CPU device (median of {FLAGS.repeats} runs) over the same figure for "
+                     f"the {FLAGS.matmul_size}^3 float32 matmul under XLA "
+                     f"({cpu_rate / 1e9:.1f} GFLOP per CPU-second): CPU time, not wall time, so "
+                     "that other jobs on a shared machine do not bias it") + ".",
+                 "Networks: " + ", ".join(
+                     f"{net} (energy {param_bytes[net]['energy'] // 4:,} parameters, generator "
+                     f"{param_bytes[net]['base'] // 4:,})" for net in param_bytes)
+                 + f"; {FLAGS.image_size}x{FLAGS.image_size}x3 images, latent {FLAGS.latent}; "
+                 "criterion 'kale' with the gradient penalty; the 'ula' step is one unadjusted "
+                 "Langevin step of the latent posterior (one value-and-input-gradient of "
+                 "E(B(z)))."]
+        report = roofline.Report(costs=costs, devices=devices, efficiency=efficiency,
+                                 param_bytes=param_bytes, step_batch=main_batch,
+                                 dtype=dtype, recipe=recipe, command=command.strip(), notes=notes)
+        with open(FLAGS.markdown, "w") as f:
+            f.write(roofline.markdown(report))
+    return rows
+
+
 SECTIONS: Dict[str, Callable[[], List[Dict[str, Any]]]] = {
-    "train": train_section, "sampler": sampler_section, "sampling": sampling_section}
+    "train": train_section, "sampler": sampler_section, "sampling": sampling_section,
+    "roofline": roofline_section}
 
 
 # --------------------------------------------------------------------------------------- table
@@ -514,9 +753,10 @@ def _table(rows: List[Dict[str, Any]]) -> str:
             continue
         what = r.get("step") or r.get("kernel")
         ms = r.get("energy_step_ms") or r.get("generator_step_ms") or r.get("iteration_ms") \
-            or r.get("ms_per_step")
+            or r.get("ms_per_step") or r.get("step_ms")
         key = {"energy": "energy", "base": "base"}.get(what, what)
-        authors = AUTHORS_MS.get((r["net"], key)) if r["section"] != "sampling" else None
+        authors = AUTHORS_MS.get((r["net"], key)) if r["section"] in ("train", "sampler") \
+            else None
         extra = f" {r['latents_per_s']:.1f} latents/s" if "latents_per_s" in r else ""
         lines.append(
             f"{r['section']:9s} {r['net']:7s} {r.get('variant') or '-':7s} {what:10s} "
