@@ -1,9 +1,11 @@
 r"""Benchmarks: python -m experiments.benchmark --section=train|sampler|sampling|all
-[--net=sngan|resnet|all] [--batch=64] [--latent=100]
+[--net=sngan|resnet|all] [--batch=64] [--latent=100] [--dtype=float32|bfloat16]
 
 Prints one JSON object per measurement on stdout, then a human-readable table.
 
 Every row has `section`, `net`, `batch`, `latent`, `image_size`, the widths of the two networks,
+`dtype` (--dtype, the networks' compute dtype: bfloat16 on a CPU shows the cost of the casts,
+not an accelerator's speed-up),
 `compile_s` (seconds of `jit(...).lower(...).compile()`, apart from the timings), `cpu_ms` (the
 process CPU time of one step or run, user + system over all threads: on a shared machine it is
 far steadier than wall time, and wall ~= cpu / cores when the cores are free), `peak_rss_mb`
@@ -49,6 +51,9 @@ flags.DEFINE_enum("net", "all", ["sngan", "resnet", "dcgan", "mlp", "all"],
                   "Generator/energy pair ('all': sngan and resnet; 'mlp': vectors of dimension "
                   "--mlp_dim, for quick tests of the binary).")
 flags.DEFINE_integer("mlp_dim", 3, "Data dimension of --net=mlp.")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                  "Compute dtype of the timed networks (config.model.dtype, applied by "
+                  "kale_jax.networks.precision: float32 parameters, bfloat16 matmuls and convs).")
 flags.DEFINE_integer("batch", 64, "Examples per training step; chains per MCMC step and chunk.")
 flags.DEFINE_integer("latent", 100, "Latent dimension.")
 flags.DEFINE_integer("image_size", 32, "Image side.")
@@ -182,11 +187,17 @@ def _modules(net: str, axis_name: Optional[str] = None):
         generator = networks.get_generator(net, output_dim=FLAGS.mlp_dim,
                                            hidden=widths["generator"], batch_norm=True, **kwargs)
         energy = networks.get_energy(net, hidden=widths["energy"], spectral_norm=True)
-        return generator, energy
+        return _with_dtype(generator, energy)
     generator = networks.get_generator(net, image_size=FLAGS.image_size,
                                        width=widths["generator"], **kwargs)
     energy = networks.get_energy(net, image_size=FLAGS.image_size, width=widths["energy"])
-    return generator, energy
+    return _with_dtype(generator, energy)
+
+
+def _with_dtype(*modules):
+    """The modules computing in --dtype (networks.precision, as config.model.dtype does)."""
+    from kale_jax.networks import precision  # pylint: disable=g-import-not-at-top
+    return tuple(precision.with_dtype(m, FLAGS.dtype) for m in modules)
 
 
 def _variables(net: str, generator, energy):
@@ -233,7 +244,7 @@ def _row(section: str, net: str, **fields) -> Dict[str, Any]:
     widths = _widths(net)
     row = {"section": section, "net": net, "batch": FLAGS.batch, "latent": FLAGS.latent,
            "image_size": FLAGS.image_size, "generator_width": widths["generator"],
-           "energy_width": widths["energy"]}
+           "energy_width": widths["energy"], "dtype": FLAGS.dtype}
     row.update(fields)
     row.update(devices=len(_devices()), peak_rss_mb=_peak_rss_mb(), xnnpack=FLAGS.xnnpack,
                load_avg_1m=round(os.getloadavg()[0], 2))

@@ -16,7 +16,7 @@ import pytest
 from configs import test as test_config
 from kale_jax import data, hmc, kale, latent, networks
 from kale_jax.errors import ConfigError
-from kale_jax.mcmc import mala
+from kale_jax.mcmc import mala, noise
 from kale_jax.networks import precision
 from kale_jax.train import Trainer, outputs, steps, train_and_evaluate
 from kale_jax.train import validate as validate_lib
@@ -351,13 +351,16 @@ def test_mcmc_potential_gradient_and_acceptance_are_float32_under_bfloat16_netwo
     mala_state = mala.init(z, potential_fn)
     kernel = mala.build_kernel()
     step = lambda key, s: kernel(key, s, potential_fn, jnp.full((4,), 0.05, jnp.float32))
-    new_state, info = step(jax.random.key(2), mala_state)
+    key = noise.step_key(noise.chain_keys(jax.random.key(2), 4), 0)
+    new_state, info = step(key, mala_state)
     for value in (*mala_state, *new_state, info.acceptance_rate):
         assert value.dtype == F32
     assert np.all(np.isfinite(info.acceptance_rate))
-    _assert_no_bfloat16_transcendental(jax.make_jaxpr(step)(jax.random.key(2), mala_state))
-    result = hmc.sample(jax.random.key(3), potential_fn, z, kernel="hmc", num_steps=2,
-                        step_size=0.05, num_leapfrog_steps=2)
+    assert _assert_no_bfloat16_transcendental(jax.make_jaxpr(step)(key, mala_state))
+    run = lambda z: hmc.sample(jax.random.key(3), potential_fn, z, kernel="hmc", num_steps=2,
+                               step_size=0.05, num_leapfrog_steps=2)
+    assert _assert_no_bfloat16_transcendental(jax.make_jaxpr(run)(z))
+    result = run(z)
     for value in (result.position, result.potential, result.acceptance_rate):
         assert value.dtype == F32 and np.all(np.isfinite(value))
 
