@@ -1,4 +1,4 @@
-"""CelebA at 64x64, SN-ResNet base and energy, the paper's training recipe.
+"""CelebA at 64x64, the authors' SN-ResNet base and energy, the paper's training recipe.
 
     python -m experiments.train --config=configs/celeba.py --workdir=/tmp/kale_celeba \
         --config.data.data_dir=/path/to/tensorflow_datasets
@@ -20,7 +20,9 @@ and which are ours). Specific to CelebA:
   Ours: 64x64 resolution and the 140x140 face crop. The authors' code (and so the paper's
     CelebA numbers) used 32x32: the whole 178-pixel-wide image resized to 32 and centre-cropped,
     i.e. more background; --config.data.image_size=32 gives the paper's resolution (with our
-    crop). The ResNet networks take the image size from the data.
+    crop). The ResNet networks take the image size from the data; the authors' networks
+    exist at 32x32 only, and at 64 ours add one residual stage to theirs
+    (kale_jax/networks/authors.py), so image_size=32 is also what reruns their networks.
   The authors' code evaluated CelebA "test" on its training split; we use the test partition.
 """
 import ml_collections

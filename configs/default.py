@@ -38,6 +38,16 @@ Keys (the layout every config shares; tools and tests rely on these names):
                            out: kale.soft_clip_gradients)
   train.a_init_batches     base batches for the Monte-Carlo initialisation of A
   train.log_every / eval_every / checkpoint_every / keep_checkpoints   in base steps
+  train.plateau.*          the plateau scheduler (kale_jax.train.plateau; off by default, on in
+                           the paper-recipe configs): enabled; every (base steps between checks,
+                           a multiple of log_every; the authors' freq_fid); lookback (checks
+                           between the two samples a test compares); patience (failed tests
+                           before a decay, then as many checks without a test); factor (on both
+                           learning rates at a decay); p_value (a test with p below it is a
+                           significant improvement); num_samples (base samples and held-out
+                           examples per check); metric ('auto': 'kid' on Inception features of
+                           images when sample.inception_path exists, else 'mmd'); and
+                           wait_for_improvement (no decay before the first clear improvement)
   train.tensorboard        TensorBoard events too (the [tensorboard] extra); metrics.jsonl always
   optim.energy / optim.base   Adam: learning_rate, b1, b2; exponential decay decay_rate per
                            decay_steps updates (1.0 = constant)
@@ -118,6 +128,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 3
     config.train.tensorboard = True
+    # The plateau scheduler (kale_jax.train.plateau), off here; configs/cifar10.py turns it on.
+    config.train.plateau = ml_collections.ConfigDict(dict(
+        enabled=False, every=2000, lookback=11, patience=3, factor=0.8, p_value=0.1,
+        num_samples=2048, metric="auto", wait_for_improvement=True))
 
     config.optim = ml_collections.ConfigDict()
     config.optim.energy = ml_collections.ConfigDict(

@@ -1,4 +1,5 @@
-"""ImageNet 32x32 (tfds downsampled_imagenet/32x32), SN-ResNet pair, the paper's recipe.
+"""ImageNet 32x32 (tfds downsampled_imagenet/32x32), the authors' SN-ResNet pair, the paper's
+recipe.
 
     python -m experiments.train --config=configs/imagenet32.py --workdir=/tmp/kale_imagenet32 \
         --config.data.data_dir=/path/to/tensorflow_datasets

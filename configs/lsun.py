@@ -1,4 +1,4 @@
-"""LSUN bedroom at 64x64, SN-ResNet pair, the paper's recipe.
+"""LSUN bedroom at 64x64, the authors' SN-ResNet pair, the paper's recipe.
 
     python -m experiments.train --config=configs/lsun.py --workdir=/tmp/kale_lsun \
         --config.data.data_dir=/path/to/tensorflow_datasets
@@ -18,7 +18,9 @@ under the name 'test'.
 
 Where the values come from: the recipe, sampler and cadence are configs/cifar10.py's (its
 docstring says which values come from the paper, the authors' code or us). Specific to LSUN:
-  Ours: 64x64 resolution (the authors' code used 32x32: --config.data.image_size=32) and a
+  Ours: 64x64 resolution (the authors' code used 32x32: --config.data.image_size=32, which
+    is also the size their networks were built for; at 64 their ResNet pair gets one more
+    residual stage, kale_jax/networks/authors.py) and a
     shuffle buffer of 20k encoded images (tfds_images' default for LSUN, ~0.4 GB per host).
 """
 import ml_collections

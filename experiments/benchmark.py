@@ -1,11 +1,16 @@
 r"""Benchmarks: python -m experiments.benchmark --section=train|sampler|sampling|all
-[--net=sngan|resnet|all] [--batch=64] [--latent=100] [--dtype=float32|bfloat16]
+[--net=sngan|resnet|all] [--variant=authors|ours] [--batch=64] [--latent=100]
+[--dtype=float32|bfloat16]
 
 Prints one JSON object per measurement on stdout, then a human-readable table.
 
-Every row has `section`, `net`, `batch`, `latent`, `image_size`, the widths of the two networks,
-`dtype` (--dtype, the networks' compute dtype: bfloat16 on a CPU shows the cost of the casts,
-not an accelerator's speed-up),
+The image networks are the authors' (--variant=authors, the default: the networks of the authors'
+code, so the comparison with AUTHORS_MS is on equal networks) or ours (--variant=ours; see
+docs/design.md, "Networks"), for the generator and the energy alike.
+
+Every row has `section`, `net`, `variant`, `batch`, `latent`, `image_size`, the widths of the two
+networks, `dtype` (--dtype, the networks' compute dtype: bfloat16 on a CPU shows the cost of the
+casts, not an accelerator's speed-up),
 `compile_s` (seconds of `jit(...).lower(...).compile()`, apart from the timings), `cpu_ms` (the
 process CPU time of one step or run, user + system over all threads: on a shared machine it is
 far steadier than wall time, and wall ~= cpu / cores when the cores are free), `peak_rss_mb`
@@ -50,6 +55,9 @@ flags.DEFINE_enum("section", "all", SECTION_NAMES + ["all"], "Which benchmark to
 flags.DEFINE_enum("net", "all", ["sngan", "resnet", "dcgan", "mlp", "all"],
                   "Generator/energy pair ('all': sngan and resnet; 'mlp': vectors of dimension "
                   "--mlp_dim, for quick tests of the binary).")
+flags.DEFINE_enum("variant", "authors", ["authors", "ours"],
+                  "Network family of the image nets (kale_jax.networks `variant`): 'authors' "
+                  "(the authors' networks, like for like with their timings) or 'ours'.")
 flags.DEFINE_integer("mlp_dim", 3, "Data dimension of --net=mlp.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                   "Compute dtype of the timed networks (config.model.dtype, applied by "
@@ -57,8 +65,8 @@ flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
 flags.DEFINE_integer("batch", 64, "Examples per training step; chains per MCMC step and chunk.")
 flags.DEFINE_integer("latent", 100, "Latent dimension.")
 flags.DEFINE_integer("image_size", 32, "Image side.")
-flags.DEFINE_integer("generator_width", 0, "Generator width (0: the library default; the "
-                     "authors' code uses 128 for resnet).")
+flags.DEFINE_integer("generator_width", 0, "Generator width (0: the default of --variant: "
+                     "resnet 128 for 'authors', 256 for 'ours').")
 flags.DEFINE_integer("energy_width", 0, "Energy width (0: the library default).")
 flags.DEFINE_integer("repeats", 3, "Timed runs per measurement (the median is reported).")
 flags.DEFINE_integer("num_steps", 4, "MCMC steps per timed sampler run.")
@@ -162,14 +170,19 @@ def _nets() -> List[str]:
     return ["sngan", "resnet"] if FLAGS.net == "all" else [FLAGS.net]
 
 
+def _variant(net: str) -> Optional[str]:
+    """--variant for the image nets; None for mlp (one family)."""
+    return None if net == "mlp" else FLAGS.variant
+
+
 def _widths(net: str) -> Dict[str, int]:
     """Generator and energy widths ('hidden' units for mlp)."""
     from kale_jax import networks  # pylint: disable=g-import-not-at-top
-    field = "hidden" if net == "mlp" else "width"
     out = {}
     for role, value, cls in (("generator", FLAGS.generator_width, networks.GENERATORS[net]),
                              ("energy", FLAGS.energy_width, networks.ENERGIES[net])):
-        out[role] = value or getattr(cls, field)
+        default = cls.hidden if net == "mlp" else cls.default_widths[FLAGS.variant]
+        out[role] = value or default
     return out
 
 
@@ -188,9 +201,12 @@ def _modules(net: str, axis_name: Optional[str] = None):
                                            hidden=widths["generator"], batch_norm=True, **kwargs)
         energy = networks.get_energy(net, hidden=widths["energy"], spectral_norm=True)
         return _with_dtype(generator, energy)
-    generator = networks.get_generator(net, image_size=FLAGS.image_size,
+    generator = networks.get_generator(net, image_size=FLAGS.image_size, variant=FLAGS.variant,
                                        width=widths["generator"], **kwargs)
-    energy = networks.get_energy(net, image_size=FLAGS.image_size, width=widths["energy"])
+    if "axis_name" not in networks.module_attributes(networks.ENERGIES[net]):
+        kwargs = {}  # an energy without BatchNorm takes no axis name
+    energy = networks.get_energy(net, image_size=FLAGS.image_size, variant=FLAGS.variant,
+                                 width=widths["energy"], **kwargs)
     return _with_dtype(generator, energy)
 
 
@@ -242,7 +258,8 @@ def _split_chains(run: Callable) -> Callable:
 
 def _row(section: str, net: str, **fields) -> Dict[str, Any]:
     widths = _widths(net)
-    row = {"section": section, "net": net, "batch": FLAGS.batch, "latent": FLAGS.latent,
+    row = {"section": section, "net": net, "variant": _variant(net), "batch": FLAGS.batch,
+           "latent": FLAGS.latent,
            "image_size": FLAGS.image_size, "generator_width": widths["generator"],
            "energy_width": widths["energy"], "dtype": FLAGS.dtype}
     row.update(fields)
@@ -499,7 +516,8 @@ def _fmt(value, spec: str) -> str:
 
 
 def _table(rows: List[Dict[str, Any]]) -> str:
-    lines = [f"{'section':9s} {'net':7s} {'what':10s} {'ms':>9s} {'cpu ms':>9s} {'GFLOP':>8s} "
+    lines = [f"{'section':9s} {'net':7s} {'variant':7s} {'what':10s} {'ms':>9s} {'cpu ms':>9s} "
+             f"{'GFLOP':>8s} "
              f"{'GFLOP/s':>8s} {'of mm':>6s} {'compile':>8s} {'RSS MB':>7s} {'load':>5s} "
              f"{'authors':>8s} {'target':>7s}"]
     for r in rows:
@@ -512,7 +530,8 @@ def _table(rows: List[Dict[str, Any]]) -> str:
         authors = AUTHORS_MS.get((r["net"], key)) if r["section"] != "sampling" else None
         extra = f" {r['latents_per_s']:.1f} latents/s" if "latents_per_s" in r else ""
         lines.append(
-            f"{r['section']:9s} {r['net']:7s} {what:10s} {_fmt(ms, '9.1f')} "
+            f"{r['section']:9s} {r['net']:7s} {r.get('variant') or '-':7s} {what:10s} "
+            f"{_fmt(ms, '9.1f')} "
             f"{_fmt(r.get('cpu_ms'), '9.1f')} {_fmt(r.get('gflop'), '8.2f')} "
             f"{_fmt(r.get('gflop_per_s'), '8.1f')} {_fmt(r.get('matmul_fraction'), '6.3f')} "
             f"{_fmt(r.get('compile_s'), '8.2f')} {_fmt(r.get('peak_rss_mb'), '7.0f')} "

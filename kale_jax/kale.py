@@ -26,7 +26,8 @@ EnergyFn = Callable[[Array], Array]
 
 PENALTIES = ("gradient", "l2", "gradient_l2", "none")
 GAN_CRITERIA = ("logistic", "wasserstein")
-CRITERIA = ("kale",) + GAN_CRITERIA
+# 'donsker': the energy ascends the Donsker-Varadhan form directly, without A (donsker_energy_loss).
+CRITERIA = ("kale", "donsker") + GAN_CRITERIA
 
 
 def energy_loss(e_data: Array, e_fake: Array, log_partition: Array) -> Array:
@@ -59,6 +60,25 @@ def base_loss(e_data: Array, e_fake: Array) -> Array:
     softmax(-e_fake), which pulls the base toward what the energy calls likely.
     """
     return -jnp.mean(e_data) - log_partition(e_fake)
+
+
+def donsker_energy_loss(e_data: Array, e_fake: Array) -> Array:
+    """The energy's loss under criterion 'donsker': mean(E(x)) + log mean exp(-E(y)).
+
+    Minus the Donsker-Varadhan form -mean(E(x)) - log mean exp(-E(y)) of KALE, minimised over E
+    alone (no A): it is `energy_loss` at its best A = log mean exp(-e_fake), and its E-gradient
+    is mean grad E(x) - sum_j softmax(-e_fake)_j grad E(y_j). It is invariant to E -> E + c, so
+    its optimum over all energies is -KL(P || G), reached at E = -log dP/dG + c for any c. The
+    log-mean-exp is computed stably (`log_partition`). Unlike `energy_loss` its minibatch
+    estimate is biased (the log of a mean), as is the base step's.
+
+    Args:
+        e_data: (n,) energies of data samples.
+        e_fake: (m,) energies of base samples.
+    Returns:
+        scalar loss (nats).
+    """
+    return -base_loss(e_data, e_fake)
 
 
 def gebm_base_loss(log_g_data: Array, e_fake: Array) -> Array:

@@ -9,7 +9,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-COMMON = {"section", "net", "batch", "latent", "generator_width", "energy_width", "compile_s",
+COMMON = {"section", "net", "variant", "batch", "latent", "generator_width", "energy_width", "compile_s",
           "cpu_ms", "peak_rss_mb", "load_avg_1m"}
 FLOP_KEYS = {"gflop", "gflop_per_s", "matmul_fraction"}
 EXPECTED = {  # (section, step or kernel) -> figure keys
@@ -52,6 +52,7 @@ def test_every_section_emits_rows_with_the_documented_keys_and_types(output):
         missing = (COMMON | EXPECTED[which]) - set(row)
         assert not missing, (which, missing)
         assert row["net"] == "mlp" and row["batch"] == 4 and row["latent"] == 100
+        assert row["variant"] is None  # one family of mlp networks; image nets: --variant
         for key in ("energy_step_ms", "generator_step_ms", "iteration_ms", "ms_per_step",
                     "latents_per_s", "compile_s", "cpu_ms", "peak_rss_mb", "gflop",
                     "gflop_per_s", "matmul_fraction"):
@@ -64,18 +65,19 @@ FIGURE = {"energy": "energy_step_ms", "base": "generator_step_ms", "iteration": 
 
 
 def test_table_shows_each_row_its_own_figures(output):
-    """Line i of the table is JSON row i: its section, net and step / kernel, and its own time
-    and CPU time (e.g. a train row must not show another row's ms)."""
+    """Line i of the table is JSON row i: its section, net, variant and step / kernel, and its
+    own time and CPU time (e.g. a train row must not show another row's ms)."""
     rows = [r for r in _rows(output) if r["section"] != "machine"]
     lines = output.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("section "))
     table = [line.split() for line in lines[header + 1:header + 1 + len(rows)]]
     for row, cells in zip(rows, table):
         what = row.get("step") or row.get("kernel")
-        assert cells[:3] == [row["section"], row["net"], what], (cells, row)
+        assert cells[:4] == [row["section"], row["net"], row["variant"] or "-", what], (cells,
+                                                                                       row)
         ms = row[FIGURE[what]] if row["section"] == "train" else row["ms_per_step"]
-        assert float(cells[3]) == pytest.approx(ms, abs=0.051), (cells, row)
-        assert float(cells[4]) == pytest.approx(row["cpu_ms"], abs=0.051), (cells, row)
+        assert float(cells[4]) == pytest.approx(ms, abs=0.051), (cells, row)
+        assert float(cells[5]) == pytest.approx(row["cpu_ms"], abs=0.051), (cells, row)
 
 
 def test_table_follows_the_json_rows(output):

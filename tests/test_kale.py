@@ -110,12 +110,15 @@ def test_base_loss_is_stable_for_large_energies():
     np.testing.assert_allclose(loss, -0.5 - (500.0 - np.log(2.0)), rtol=1e-6)
 
 
-def _fit(energy, init_params, x_data, x_fake, steps=1500, lr=0.05):
-    """Maximises the KALE objective F(E, A) over energy params and A with Adam (full batch)."""
+def _fit(energy, init_params, x_data, x_fake, steps=1500, lr=0.05, criterion="kale"):
+    """Maximises the KALE objective F(E, A) over energy params and A with Adam (full batch);
+    criterion='donsker': the Donsker-Varadhan form over the energy params alone."""
     params = (init_params, jnp.zeros(()))
 
     def loss(p):
         e_params, a = p
+        if criterion == "donsker":
+            return kale.donsker_energy_loss(energy(e_params, x_data), energy(e_params, x_fake))
         return kale.energy_loss(energy(e_params, x_data), energy(e_params, x_fake), a)
 
     opt = optax.adam(lr)
@@ -292,3 +295,63 @@ def test_effective_sample_size_of_equal_and_of_one_dominant_weight():
     # Two equal weights and the rest negligible: ESS 2.
     e = jnp.concatenate([jnp.array([-50.0, -50.0]), jnp.zeros(10)])
     np.testing.assert_allclose(kale.effective_sample_size(e), 2.0, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------ 'donsker'
+@pytest.mark.parametrize("d", [1, 3])
+def test_donsker_loss_at_the_exact_energy_is_minus_kl_for_any_constant(d):
+    """DV(E) = -E_P[E] - log E_G[exp(-E)] at E* = -log dP/dG + c is KL(P||G) for every c: the
+    loss is exactly shift invariant on arrays, and its Monte-Carlo value is -KL within 4 delta-
+    method standard errors (the estimate's error; 1e-3 for float32 rounding)."""
+    mp, sp, mg, sg = _gaussian_pair(d, seed=20 + d)
+    energy = _exact_energy(mp, sp, mg, sg)
+    n = 200_000
+    e_data = energy(_samples(mp, sp, n, seed=7)).astype(np.float64)
+    e_fake = energy(_samples(mg, sg, n, seed=8)).astype(np.float64)
+    kl, se = _kl(mp, sp, mg, sg), _dv_standard_error(e_data, e_fake)
+    base = float(kale.donsker_energy_loss(jnp.asarray(e_data), jnp.asarray(e_fake)))
+    assert abs(-base - kl) < 4 * se + 1e-3, (-base, kl, se)
+    for c in (-30.0, 3.0, 700.0):  # 700: exp(-E) underflows without the stable log-mean-exp
+        shifted = float(kale.donsker_energy_loss(jnp.asarray(e_data + c),
+                                                 jnp.asarray(e_fake + c)))
+        # float32: energies near 700 are stored to ~700 * 2^-24 = 4e-5 (x2 for the two terms).
+        np.testing.assert_allclose(shifted, base, rtol=0, atol=1e-4 + 2e-7 * abs(c))
+
+
+def test_donsker_loss_is_the_kale_loss_at_its_best_a_with_the_same_energy_gradient():
+    """mean E(x) + log mean exp(-E(y)) = energy_loss(E, A*) at A* = log mean exp(-E(y)), and the
+    energy gradients agree (the envelope theorem: d/dA energy_loss = 0 at A*), which is what the
+    authors' code computes with a detached batch A."""
+    rng = np.random.default_rng(3)
+    e_data = jnp.asarray(rng.normal(size=50), jnp.float32)
+    e_fake = jnp.asarray(1.5 * rng.normal(size=70) + 0.5, jnp.float32)
+    a_star = kale.log_partition(e_fake)
+    np.testing.assert_allclose(kale.donsker_energy_loss(e_data, e_fake),
+                               kale.energy_loss(e_data, e_fake, a_star), rtol=1e-5, atol=1e-6)
+    g_dv = jax.grad(kale.donsker_energy_loss, argnums=(0, 1))(e_data, e_fake)
+    g_kale = jax.grad(lambda x, y: kale.energy_loss(
+        x, y, jax.lax.stop_gradient(kale.log_partition(y))), argnums=(0, 1))(e_data, e_fake)
+    for a, b in zip(g_dv, g_kale):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(g_dv[1], -jax.nn.softmax(-e_fake), rtol=1e-5, atol=1e-7)
+    assert "donsker" in kale.CRITERIA
+
+
+def test_fitted_donsker_energies_reach_the_same_closed_forms_as_kale():
+    """As test_fitted_linear_energy_is_strictly_below_kl_and_quadratic_reaches_it, with the
+    'donsker' loss (no A): the quadratic class reaches KL, the linear class its closed form."""
+    d = 2
+    mp, sp, mg, sg = _gaussian_pair(d, seed=10 + d)
+    kl = _kl(mp, sp, mg, sg)
+    n = 20_000
+    x_data, x_fake = _samples(mp, sp, n, seed=3), _samples(mg, sg, n, seed=4)
+    t_data, t_fake = _samples(mp, sp, n, seed=5), _samples(mg, sg, n, seed=6)
+    diff = mg - mp
+    for energy, init, closed in (
+            (_linear, {"w": jnp.zeros(d)}, 0.5 * diff @ np.linalg.solve(sg, diff)),
+            (_quadratic, {"m": jnp.zeros((d, d)), "w": jnp.zeros(d)}, kl)):
+        params = _fit(energy, init, x_data, x_fake, steps=3000, criterion="donsker")
+        e_d = np.asarray(energy(params, t_data), np.float64)
+        e_f = np.asarray(energy(params, t_fake), np.float64)
+        est, se = float(kale.estimate(e_d, e_f)), _dv_standard_error(e_d, e_f)
+        assert abs(est - closed) < 4 * se + 0.02, (energy.__name__, est, closed, se)

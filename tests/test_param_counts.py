@@ -58,10 +58,29 @@ def test_rows_match_an_initialised_network():
 
 
 def test_markdown_table_lists_every_row():
-    rows = [param_counts.Row("dcgan", 32, 1234567, 89), param_counts.Row("resnet", 64, 1, 2)]
+    rows = [param_counts.Row("dcgan", 32, 1234567, 89),
+            param_counts.Row("resnet", 64, 1, 2, "authors")]
     assert param_counts.markdown_table(rows).splitlines() == [
-        "| network | image size | generator params | energy params |",
-        "|---|---:|---:|---:|",
-        "| dcgan | 32 | 1,234,567 | 89 |",
-        "| resnet | 64 | 1 | 2 |",
+        "| variant | network | image size | generator params | energy params |",
+        "|---|---|---:|---:|---:|",
+        "| ours | dcgan | 32 | 1,234,567 | 89 |",
+        "| authors | resnet | 64 | 1 | 2 |",
     ]
+
+
+# The authors' PyTorch networks (MichaelArbel/GeneralizedEBM, models/generator.py and
+# discriminator.py: 'dcgan', 'sngan', 'resnet-sn') at 32x32, latent 100: trainable parameters
+# (generator, energy), as counted by sum(p.numel() for p in net.parameters()) (issue 19).
+AUTHORS_COUNTS_32 = {"dcgan": (3_573_824, 2_759_424), "sngan": (3_584_003, 5_860_865),
+                     "resnet": (1_097_603, 1_053_825)}
+
+
+def test_the_authors_variants_have_the_authors_parameter_counts(capsys):
+    rows = param_counts.parameter_rows(image_sizes=(32,), variants=("authors",))
+    assert {r.network: (r.generator_params, r.energy_params) for r in rows} == AUTHORS_COUNTS_32
+    # The binary prints both families, the authors' rows with these counts.
+    param_counts.main()
+    lines = capsys.readouterr().out.splitlines()
+    for name, (g, e) in AUTHORS_COUNTS_32.items():
+        assert f"| authors | {name} | 32 | {g:,} | {e:,} |" in lines
+    assert sum(line.startswith("| ours |") for line in lines) == 6

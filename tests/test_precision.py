@@ -76,6 +76,12 @@ NETWORKS = [  # (role, name, kwargs, input shape without the batch axis)
     ("generator", "sngan", dict(image_size=32, channels=3, width=8), (6,)),
     ("energy", "resnet", dict(image_size=32, channels=3, width=8), (32, 32, 3)),
     ("generator", "resnet", dict(image_size=32, channels=3, width=8), (6,)),
+    # The authors' networks (networks/authors.py; the dcgan energy has BatchNorm), wrapped as is.
+    ("energy", "dcgan", dict(image_size=32, channels=3, width=8, variant="authors"),
+     (32, 32, 3)),
+    ("generator", "sngan", dict(image_size=32, channels=3, width=8, variant="authors"), (6,)),
+    ("energy", "resnet", dict(image_size=32, channels=3, width=8, variant="authors"),
+     (32, 32, 3)),
 ]
 
 
@@ -89,7 +95,7 @@ def _abstract_variables(module, shape):
 
 
 @pytest.mark.parametrize("role,name,kwargs,shape", NETWORKS,
-                         ids=[f"{r}-{n}" for r, n, _, _ in NETWORKS])
+                         ids=[f"{r}-{n}-{k.get('variant', 'ours')}" for r, n, k, _ in NETWORKS])
 def test_bfloat16_networks_keep_the_tree_and_run_matmuls_and_convs_in_bfloat16(
         role, name, kwargs, shape):
     """Same variables (names, shapes, float32) as unwrapped; in train mode (with state updates),

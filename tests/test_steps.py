@@ -143,3 +143,31 @@ def test_gebm_mle_steps_fit_the_base_so_the_gebm_is_the_data_density():
     assert abs(mu - mu_star) < 0.1 and abs(s2 / s2_star - 1.0) < 0.06
     metrics = jax.device_get(metrics)
     assert 0.0 < float(np.ravel(metrics["base_ess"])[0]) <= 1.0
+
+
+def test_donsker_energy_step_sets_a_to_the_batch_log_partition_and_scales_its_update():
+    """criterion 'donsker': after the step A is log mean exp(-E(y)) of the step's own base
+    samples (energies before the update; the same global draw as documented), and the plateau
+    scale multiplies the energy update (Adam's update x 0.5 = Adam with half the rate)."""
+    import dataclasses  # pylint: disable=g-import-not-at-top
+    from kale_jax.train import plateau  # pylint: disable=g-import-not-at-top
+    batch, prec, center, mu, p = 64, 2.0, -0.4, 0.5, 0.3
+    spec = dataclasses.replace(_spec(batch, prec, center), criterion="donsker")
+    dp = parallel.DataParallel("shard_map", jax.devices()[:2])
+    step = dp.wrap(functools.partial(steps.energy_step, spec), batch_axes=(0,),
+                   donate_state=False)
+    x = dp.shard_batch(np.random.default_rng(0).normal(0.2, 1.3, (batch, 1)).astype(np.float32))
+    fresh = _state(spec, mu, p)
+    moved = {}
+    for scale in (1.0, 0.5):
+        state = fresh.replace(plateau=plateau.init(1, 4)._replace(scale=jnp.float32(scale)))
+        new, _ = step(dp.replicate(state), x)
+        new = jax.device_get(new)
+        moved[scale] = float(np.ravel(new.energy_params["center"])[0]) - center
+    np.testing.assert_allclose(moved[0.5], 0.5 * moved[1.0], rtol=1e-5)
+    key_z, _ = jax.random.split(steps.step_key(jax.random.PRNGKey(7), steps.ENERGY_STREAM, 0))
+    z = np.asarray(jax.random.normal(key_z, (batch, 1)), np.float64)[:, 0]
+    s = math.exp(SCALE_BOUND * math.tanh(p / SCALE_BOUND))
+    e_fake = 0.5 * prec * (mu + s * z - center) ** 2
+    np.testing.assert_allclose(float(np.ravel(new.log_partition)[0]),
+                               math.log(np.mean(np.exp(-e_fake))), rtol=1e-4, atol=1e-5)

@@ -11,6 +11,8 @@ energy's parameters and the scalar A, fresh samples of P and G every step):
              so KALE = KL;
   linear     E(x) = b^T x: KALE = sup_b -b.mu - |b|^2 / 2 = |mu|^2 / 2 < KL (closed form);
   mlp        kale_jax.networks mlp energy (one hidden layer): restricted, KALE <= KL.
+With criterion='donsker' the energy alone is trained on kale_jax.kale.donsker_energy_loss (the
+Donsker-Varadhan form, no A), the authors' other criterion; its optimum is the same.
 The trained energy is scored on fresh samples (kale_jax.kale.estimate, Donsker-Varadhan form)
 with its Monte-Carlo standard error by the delta method.
 """
@@ -70,10 +72,14 @@ MLP_HIDDEN = 16
 Z_TOLERANCE = 3.0
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "d", "num_steps", "batch_size"))
+@functools.partial(jax.jit, static_argnames=("kind", "d", "num_steps", "batch_size",
+                                             "criterion"))
 def train_energy(key, mu, chol, *, kind: str, d: int, num_steps: int, batch_size: int,
-                 learning_rate: float = 1e-2):
+                 learning_rate: float = 1e-2, criterion: str = "kale"):
     """Adam on energy_loss(E(x_P), E(x_G), A) over (params, A); returns (params, A, losses).
+
+    criterion='donsker': Adam on donsker_energy_loss(E(x_P), E(x_G)) over the params alone; the
+    returned A is then the last batch's log mean exp(-E(x_G)).
 
     The learning rate decays (cosine) to 1% of its start: with a constant rate the final iterate
     keeps the stochastic-gradient noise (first attempt, constant 1e-2: d=8 quadratic ended 2.9
@@ -85,7 +91,10 @@ def train_energy(key, mu, chol, *, kind: str, d: int, num_steps: int, batch_size
     tx = optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.01))
 
     def loss_fn(p, xp, xg):
-        return kale.energy_loss(apply(p["energy"], xp), apply(p["energy"], xg), p["a"])
+        e_p, e_g = apply(p["energy"], xp), apply(p["energy"], xg)
+        if criterion == "donsker":
+            return kale.donsker_energy_loss(e_p, e_g)
+        return kale.energy_loss(e_p, e_g, p["a"])
 
     def step(carry, t):
         p, opt = carry
@@ -94,7 +103,10 @@ def train_energy(key, mu, chol, *, kind: str, d: int, num_steps: int, batch_size
         xg = jax.random.normal(kg, (batch_size, d))
         loss, grads = jax.value_and_grad(loss_fn)(p, xp, xg)
         updates, opt = tx.update(grads, opt, p)
-        return (optax.apply_updates(p, updates), opt), loss
+        p = optax.apply_updates(p, updates)
+        if criterion == "donsker":
+            p["a"] = kale.log_partition(apply(p["energy"], xg))
+        return (p, opt), loss
 
     (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(num_steps))
     return params["energy"], params["a"], losses
@@ -115,12 +127,12 @@ def score(key, params, a, mu, chol, *, kind: str, d: int, num_samples: int):
 
 
 @functools.partial(jax.jit, static_argnames=("kind", "d", "num_steps", "batch_size",
-                                             "num_samples"))
+                                             "num_samples", "criterion"))
 def train_and_score(key, mu, chol, *, kind: str, d: int, num_steps: int, batch_size: int,
-                    num_samples: int):
+                    num_samples: int, criterion: str = "kale"):
     """train_energy then score on fresh samples, in one compilation."""
     params, a, losses = train_energy(key, mu, chol, kind=kind, d=d, num_steps=num_steps,
-                                     batch_size=batch_size)
+                                     batch_size=batch_size, criterion=criterion)
     return score(jax.random.fold_in(key, 1), params, a, mu, chol, kind=kind, d=d,
                  num_samples=num_samples), losses
 

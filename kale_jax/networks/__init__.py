@@ -13,6 +13,11 @@ All mutable state (BatchNorm averages, spectral-norm power-iteration vectors) is
 'batch_stats' collection; train=False reads it and updates nothing.
 
 Convs are NHWC; the resampling convs of common.py avoid XLA's zero-dilated forms.
+
+The image networks come in two families, chosen by their `variant` keyword: 'ours' (default;
+the SNGAN paper's layouts, cheaper) and 'authors' (the networks of the authors' GEBM code,
+authors.py, to reproduce the paper's numbers and compare speed on equal networks):
+    energy = get_energy('sngan', variant='authors')
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import flax.linen as nn
 import jax
 
 from kale_jax.networks import common
+from kale_jax.networks.authors import VARIANTS
 from kale_jax.networks.flows import MAF, RealNVP, is_flow
 from kale_jax.networks.conv import DCGANEnergy, DCGANGenerator, SNGANEnergy, SNGANGenerator
 from kale_jax.networks.mlp import MLPEnergy, MLPGenerator
@@ -54,7 +60,7 @@ FLOW_NAMES: Tuple[str, ...] = ("realnvp", "maf")
 
 __all__ = [
     "GENERATORS", "ENERGIES", "GENERATOR_NAMES", "ENERGY_NAMES", "IMAGE_NETWORK_NAMES",
-    "FLOW_NAMES", "RealNVP", "MAF", "is_flow",
+    "FLOW_NAMES", "VARIANTS", "RealNVP", "MAF", "is_flow",
     "get_generator", "get_energy", "input_kind", "supported_image_sizes", "module_attributes",
     "init_variables", "count_parameters",
     "DCGANGenerator", "DCGANEnergy", "SNGANGenerator", "SNGANEnergy",

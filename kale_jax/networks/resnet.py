@@ -12,16 +12,20 @@ Every conv and dense of the energy is spectrally normalised; BatchNorm is genera
 Channels: width w at every resolution up to 32x32 (the paper: generator w = 256, energy
 w = 128); at S = 64 the extra 64x64 stage has w / 2 channels, which keeps the cost of that stage
 equal to the 32x32 stage's instead of four times it.
+
+variant='authors' builds the authors' "resnet-sn" pair instead (kale_jax/networks/authors.py):
+a generator of 128 channels with identity shortcuts, an energy that averages its last feature
+map; docs/design.md, "Networks", says what differs and why both exist.
 """
 from __future__ import annotations
 
-from typing import ClassVar, Optional, Tuple
+from typing import ClassVar, Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kale_jax.networks import common
+from kale_jax.networks import authors, common
 
 Array = jax.Array
 
@@ -38,8 +42,10 @@ def _channels(width: int, resolution: int) -> int:
 def _check(module: nn.Module) -> None:
     owner = type(module).__name__
     common.check_image_size(owner, module.image_size, module.image_sizes)
+    authors.check(owner, module.variant, module.image_size)
     common.check_positive(owner, "channels", module.channels)
-    common.check_positive(owner, "width", module.width)
+    if module.width is not None:
+        common.check_positive(owner, "width", module.width)
 
 
 def _conv(features: int, kernel: int, init, name: str) -> nn.Module:
@@ -103,15 +109,19 @@ class ResNetGenerator(nn.Module):
     Attributes:
       image_size: output side S (32 or 64).
       channels: output channels C.
-      width: channels of the residual blocks (256 in the paper).
+      width: channels of the residual blocks; None: the variant's own (default_widths: 256 as
+        in the SNGAN paper, 128 in the authors' code).
       axis_name: device axis over which BatchNorm statistics are averaged (None: local batch).
+      variant: 'ours' or 'authors' (authors.resnet_generator: identity shortcuts).
     """
     image_size: int = 32
     input_kind: ClassVar[str] = "image"  # NHWC images (networks.input_kind)
     image_sizes: ClassVar[Tuple[int, ...]] = common.IMAGE_SIZES
     channels: int = 3
-    width: int = 256
+    width: Optional[int] = None
+    default_widths: ClassVar[Dict[str, int]] = {"ours": 256, "authors": 128}  # width=None
     axis_name: Optional[str] = None
+    variant: str = "ours"
 
     def __post_init__(self):
         _check(self)
@@ -121,12 +131,17 @@ class ResNetGenerator(nn.Module):
     def __call__(self, z: Array, *, train: bool) -> Array:
         """z (N, latent_dim) -> images (N, S, S, C) in [-1, 1]."""
         common.check_latent(type(self).__name__, z)
-        features = _channels(self.width, 4)
+        width = authors.width(self)
+        if self.variant == "authors":
+            return authors.resnet_generator(z, train=train, image_size=self.image_size,
+                                            channels=self.channels, width=width,
+                                            axis_name=self.axis_name)
+        features = _channels(width, 4)
         x = nn.Dense(4 * 4 * features, kernel_init=_INIT, name="dense")(z)
         x = x.reshape(z.shape[0], 4, 4, features)
         for i in range(common.num_stages(self.image_size)):
             resolution = 8 * 2 ** i
-            x = GeneratorBlock(_channels(self.width, resolution), self.axis_name,
+            x = GeneratorBlock(_channels(width, resolution), self.axis_name,
                                name=f"block{i}")(x, train=train)
         x = nn.relu(common.batch_norm(train, self.axis_name, name="bn_out")(x))
         x = _conv(self.channels, 3, _INIT, "out")(x)
@@ -140,13 +155,17 @@ class ResNetEnergy(nn.Module):
     Attributes:
       image_size: input side S (32 or 64).
       channels: input channels C.
-      width: channels of the residual blocks (128 in the paper).
+      width: channels of the residual blocks; None: 128 (the paper's and the authors' code's).
+      variant: 'ours' or 'authors' (authors.resnet_energy: the same layers, weights drawn as
+        theirs, and the mean instead of the sum over the last 8x8 map).
     """
     image_size: int = 32
     input_kind: ClassVar[str] = "image"  # NHWC images (networks.input_kind)
     image_sizes: ClassVar[Tuple[int, ...]] = common.IMAGE_SIZES
     channels: int = 3
-    width: int = 128
+    width: Optional[int] = None
+    default_widths: ClassVar[Dict[str, int]] = {"ours": 128, "authors": 128}  # width=None
+    variant: str = "ours"
 
     def __post_init__(self):
         _check(self)
@@ -156,17 +175,20 @@ class ResNetEnergy(nn.Module):
     def __call__(self, x: Array, *, train: bool) -> Array:
         """x (N, S, S, C) -> energies (N,) float32."""
         common.check_images(type(self).__name__, x, self.image_size, self.channels)
+        width = authors.width(self)
+        if self.variant == "authors":
+            return authors.resnet_energy(x, train=train, width=width)
         resolution = self.image_size
-        x = EnergyBlock(_channels(self.width, resolution), downsample=True, first=True,
+        x = EnergyBlock(_channels(width, resolution), downsample=True, first=True,
                         name="block0")(x, train=train)
         i = 1
         while resolution > 16:  # down to 8x8
             resolution //= 2
-            x = EnergyBlock(_channels(self.width, resolution), downsample=True,
+            x = EnergyBlock(_channels(width, resolution), downsample=True,
                             name=f"block{i}")(x, train=train)
             i += 1
         for _ in range(2):
-            x = EnergyBlock(self.width, downsample=False, name=f"block{i}")(x, train=train)
+            x = EnergyBlock(width, downsample=False, name=f"block{i}")(x, train=train)
             i += 1
         x = jnp.sum(nn.relu(x), axis=(1, 2))
         dense = nn.Dense(1, kernel_init=_INIT, name="out")

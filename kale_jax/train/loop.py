@@ -38,11 +38,13 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from absl import logging
 
 from kale_jax import data
 from kale_jax.errors import ConfigError
 from kale_jax.train import evaluate, models, optim, parallel, run_loop, schedule, steps
+from kale_jax.train import plateau as plateau_lib
 from kale_jax.train import state as state_lib
 from kale_jax.train.state import TrainState
 from kale_jax.train import validate as validate_lib
@@ -83,16 +85,19 @@ def _wrapped_init_log_partition(kind: str, devices: tuple, spec: steps.StepSpec,
         functools.partial(steps.init_log_partition, spec, num_batches))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _fresh_state(spec: steps.StepSpec, data_shape: tuple, seed: jax.Array) -> TrainState:
-    """Initialised networks and optimisers (one copy), A = 0, from the run's seed."""
+@functools.partial(jax.jit, static_argnums=(0, 1, 3))
+def _fresh_state(spec: steps.StepSpec, data_shape: tuple, seed: jax.Array,
+                 plateau_shape: Optional[tuple] = None) -> TrainState:
+    """Initialised networks and optimisers (one copy), A = 0, from the run's seed; with
+    `plateau_shape` (lookback, num_samples) a fresh plateau scheduler state."""
     key_generator, key_energy, key_run = jax.random.split(jax.random.PRNGKey(seed), 3)
     z = jnp.zeros((1, spec.latent_dim), jnp.float32)
     x = jnp.zeros((1,) + data_shape, jnp.float32)
     return state_lib.create(
         generator_variables=spec.generator.init(key_generator, z, train=False),
         energy_variables=spec.energy.init(key_energy, x, train=False),
-        energy_tx=spec.energy_tx, base_tx=spec.base_tx, key=key_run)
+        energy_tx=spec.energy_tx, base_tx=spec.base_tx, key=key_run,
+        plateau=None if plateau_shape is None else plateau_lib.init(*plateau_shape))
 
 
 class Trainer:
@@ -116,12 +121,28 @@ class Trainer:
         self.info = data.get_info(config.data)
         self.spec = step_spec(config, self.info)
         self._cache_key = (config.parallel, tuple(self.parallel.devices), self.spec)
+        # The plateau scheduler (config.train.plateau; validated above): its state's shape is
+        # needed for every state, its reference data only at the first check (`plateau`), so
+        # restoring a checkpoint for sampling reads none of it.
+        self.plateau_spec = plateau_lib.spec_from_config(config)
+        self._plateau = None
+        self._plateau_shape = (None if self.plateau_spec is None
+                               else (self.plateau_spec.lookback, self.plateau_spec.num_samples))
         refine_weight = config.train.get("refine_penalty_weight")
         self.refine_from = config.train.get("refine_from")
         # The refinement phase's energy step differs from the joint phase's only in its penalty.
         self._refine_key = (config.parallel, tuple(self.parallel.devices), dataclasses.replace(
             self.spec, penalty_weight=float(
                 self.spec.penalty_weight if refine_weight is None else refine_weight)))
+
+    @property
+    def plateau(self) -> Optional[plateau_lib.Plateau]:
+        """The run's plateau scheduler (built at first use), or None when it is off."""
+        if self._plateau is None and self.plateau_spec is not None:
+            self._plateau = plateau_lib.Plateau(self.config, self.plateau_spec,
+                                                self.spec.generator, self.spec.latent_dim,
+                                                self.info)
+        return self._plateau
 
     def refining(self, base_step: int) -> bool:
         """Whether iteration `base_step` (0-based) belongs to the refinement phase: energy steps
@@ -131,7 +152,8 @@ class Trainer:
     # ------------------------------------------------------------------------------ the state
     def init_state(self) -> TrainState:
         """A fresh replicated state with A set by Monte Carlo over a_init_batches base batches."""
-        fresh = _fresh_state(self.spec, tuple(self.info.shape), self.config.seed)
+        fresh = _fresh_state(self.spec, tuple(self.info.shape), self.config.seed,
+                             self._plateau_shape)
         init_a = _wrapped_init_log_partition(*self._cache_key, self.config.train.a_init_batches)
         return init_a(self.parallel.replicate(fresh))
 
@@ -140,7 +162,8 @@ class Trainer:
         sharding = self.parallel.state_sharding
         return jax.tree_util.tree_map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-            jax.eval_shape(_fresh_state, self.spec, tuple(self.info.shape), self.config.seed))
+            jax.eval_shape(_fresh_state, self.spec, tuple(self.info.shape), self.config.seed,
+                           self._plateau_shape))
 
     # ------------------------------------------------------------------------------- training
     def energy_step_fn(self, refine: bool = False) -> Callable:
@@ -172,9 +195,14 @@ class Trainer:
           batches: iterator of this host's data batches, one per energy step; the base step
             reuses the last one (its data term does not depend on the generator and only enters
             the reported loss).
+        With the plateau scheduler, after every train.plateau.every-th base step (outside the
+        refinement phase) it checks the held-out metric and may decay both learning rates
+        (plateau.Plateau; the new scheduler state goes into the returned state, its numbers into
+        the metrics).
+
         Returns:
           (new replicated state, metrics in the device layout: the last energy step's and the
-          base step's).
+          base step's, and the plateau check's).
         """
         refine = self.refining(base_step)
         energy_step, base_step_fn = self.energy_step_fn(refine), self.base_step_fn(refine)
@@ -182,7 +210,13 @@ class Trainer:
             x = self.parallel.shard_batch(next(batches))
             state, energy_metrics = energy_step(state, x)
         state, base_metrics = base_step_fn(state, x)
-        return state, {**energy_metrics, **base_metrics}
+        metrics = {**energy_metrics, **base_metrics}
+        if not refine and plateau_lib.is_check_step(self.plateau_spec, base_step + 1):
+            new_plateau, scalars = self.plateau(self.parallel.local_copy(state), base_step + 1)
+            state = state.replace(plateau=self.parallel.replicate(new_plateau))
+            metrics.update(self.parallel.replicate(
+                {k: np.float32(v) for k, v in scalars.items()}))
+        return state, metrics
 
     def host_metrics(self, metrics: Any) -> Dict[str, float]:
         """Device metrics -> {name: float} (blocks until they are computed)."""

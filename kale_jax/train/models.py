@@ -4,8 +4,9 @@ Data-dependent arguments are filled in from the dataset's shape unless the confi
 vector generators (class attribute input_kind = 'vector', e.g. 'mlp') get output_dim = number of
 features per example; image networks get image_size = H and channels = C. A vector generator on
 image data has its output reshaped to (N, H, W, C) (the 'mlp' energy flattens its input). The
-generator is built with axis_name=parallel.AXIS_NAME, so its BatchNorm (if any) uses global-batch
-statistics inside the training steps. `build` is also how a checkpoint's networks are rebuilt
+generator (and an energy that takes one, e.g. dcgan's, whose 'authors' variant has BatchNorm) is
+built with axis_name=parallel.AXIS_NAME, so its BatchNorm (if any) uses global-batch statistics
+inside the training steps. `build` is also how a checkpoint's networks are rebuilt
 from its config.
 
 config.model.dtype ('float32' when absent) is the networks' compute dtype: under 'bfloat16' both
@@ -101,8 +102,11 @@ def build_energy(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> n
     """The energy module of config.model on data described by `info` (the generator's settings
     are not read: energy-only models use this, see kale_jax.train.ebm_loop)."""
     model = config.model
-    energy = _construct(networks.get_energy, model.energy, "energy",
-                        _kwargs(model.energy, _plain(model.energy_kwargs), info, "energy"))
+    kwargs = _kwargs(model.energy, _plain(model.energy_kwargs), info, "energy")
+    cls = networks.ENERGIES.get(model.energy)
+    if cls is not None and "axis_name" in networks.module_attributes(cls):
+        kwargs.setdefault("axis_name", AXIS_NAME)  # BatchNorm in an energy (dcgan, 'authors')
+    energy = _construct(networks.get_energy, model.energy, "energy", kwargs)
     return precision.with_dtype(energy, compute_dtype(config, with_generator=False))
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import ml_collections
 import optax
 
@@ -53,6 +54,25 @@ def adam(spec: OptimSpec) -> optax.GradientTransformation:
     transforms = [kale.soft_clip_gradients(exclude=("log_partition",))] if spec.soft_clip else []
     return optax.chain(*transforms,
                        optax.adam(learning_rate_schedule(spec), b1=spec.b1, b2=spec.b2))
+
+
+def scale_updates(updates, plateau):
+    """`updates` times the plateau scheduler's learning-rate scale (kale_jax.train.plateau).
+
+    Adam's update is -lr(t) * m_hat / (sqrt(v_hat) + eps) and its moments do not depend on lr,
+    so multiplying the update by s is exactly Adam with learning rate s * lr(t). The scale lives
+    in the TrainState (state.plateau.scale), so a change needs no recompilation and a resume
+    restores it.
+
+    Args:
+      updates: a pytree of optimiser updates.
+      plateau: the state's PlateauState, or None (no scheduler: updates returned unchanged).
+    Returns:
+      the scaled updates (same tree and dtypes).
+    """
+    if plateau is None:
+        return updates
+    return jax.tree_util.tree_map(lambda u: u * plateau.scale.astype(u.dtype), updates)
 
 
 def energy_spec(config: ml_collections.ConfigDict) -> OptimSpec:

@@ -34,6 +34,9 @@ class TrainState:
       energy_step: int32 scalar, energy steps taken so far (indexes the data batches).
       key: the run's root PRNG key (raw uint32 key data, shape (2,)); per-step keys are derived
         from it with fold_in on the step counters, so it never changes during training.
+      plateau: None (no plateau scheduler: the tree of every checkpoint written before it
+        existed), or the scheduler's kale_jax.train.plateau.PlateauState (learning-rate scale,
+        its test's buffer and counters), saved and restored with the rest.
     """
     generator_params: Any
     generator_state: Any
@@ -45,6 +48,7 @@ class TrainState:
     base_step: Array
     energy_step: Array
     key: Array
+    plateau: Any = None
 
     def generator_variables(self) -> Dict[str, Any]:
         """{'params': ..., 'batch_stats': ...} for generator.apply."""
@@ -78,10 +82,11 @@ def split_variables(variables_: Mapping[str, Any]) -> tuple:
 
 def create(*, generator_variables: Mapping[str, Any], energy_variables: Mapping[str, Any],
            energy_tx: optax.GradientTransformation, base_tx: optax.GradientTransformation,
-           key: Array, log_partition: float | Array = 0.0) -> TrainState:
+           key: Array, log_partition: float | Array = 0.0, plateau: Any = None) -> TrainState:
     """A fresh TrainState at step 0 from initialised network variables.
 
-    `key` is the run's root key (raw uint32 PRNG key data of shape (2,)).
+    `key` is the run's root key (raw uint32 PRNG key data of shape (2,)); `plateau` the plateau
+    scheduler's initial state (None: no scheduler).
     """
     g_params, g_state = split_variables(generator_variables)
     e_params, e_state = split_variables(energy_variables)
@@ -97,4 +102,5 @@ def create(*, generator_variables: Mapping[str, Any], energy_variables: Mapping[
         base_step=jnp.zeros((), jnp.int32),
         energy_step=jnp.zeros((), jnp.int32),
         key=jnp.asarray(key, jnp.uint32),
+        plateau=plateau,
     )

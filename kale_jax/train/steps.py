@@ -54,7 +54,8 @@ class StepSpec:
       generator, energy: the Linen modules (generator built with axis_name=parallel.AXIS_NAME).
       latent_dim: latent dimension d; latents are z ~ N(0, I_d).
       global_batch_size: examples per step over all devices (data and latents alike).
-      criterion: 'kale' or a GAN baseline in kale.GAN_CRITERIA.
+      criterion: 'kale', 'donsker' (the energy ascends the Donsker-Varadhan form without A) or a
+        GAN baseline in kale.GAN_CRITERIA.
       penalty: one of kale.PENALTIES; penalty_weight: its weight lambda.
       energy_floor: None, or the soft floor applied to every energy (kale.soft_floor).
       energy_optim, base_optim: descriptions of the optimisers (energy + A, generator).
@@ -111,6 +112,11 @@ def energy_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainState
 
     Minimises L_E = energy_loss(E(x), E(B(z)), A) + lambda * penalty over (energy params, A) for
     criterion 'kale', or the GAN discriminator loss on the same network (A then gets no gradient).
+    Criterion 'donsker' (the authors' code's): minimises kale.donsker_energy_loss = mean E(x) +
+    log mean exp(-E(B(z))) over the energy alone; A gets no gradient (Adam leaves it unchanged)
+    and is then set to the batch estimate log mean exp(-E(B(z))) of this step's energies (before
+    the update), so A stays a log-partition estimate for the metrics and the sampler's users.
+    With the plateau scheduler (state.plateau) the update is multiplied by its scale.
 
     Args:
       spec: static step description.
@@ -136,6 +142,8 @@ def energy_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainState
         e_data, e_fake = parallel.all_gather(e[:n]), parallel.all_gather(e[n:])
         if spec.criterion == "kale":
             loss = kale.energy_loss(e_data, e_fake, trainables["log_partition"])
+        elif spec.criterion == "donsker":
+            loss = kale.donsker_energy_loss(e_data, e_fake)
         else:
             loss = kale.gan_energy_loss(spec.criterion, e_data, e_fake)
 
@@ -153,7 +161,10 @@ def energy_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainState
         trainables)
     grads = parallel.pmean(grads)
     updates, opt_state = spec.energy_tx.update(grads, state.energy_opt_state, trainables)
-    trainables = optax.apply_updates(trainables, updates)
+    trainables = optax.apply_updates(trainables, optim.scale_updates(updates, state.plateau))
+    if spec.criterion == "donsker":  # no A in the loss: A is the batch's log-partition estimate
+        trainables["log_partition"] = jax.lax.stop_gradient(
+            kale.log_partition(e_fake)).astype(jnp.float32)
     new_state = state.replace(
         energy_params=trainables["energy"],
         energy_state=parallel.pmean(energy_state),
@@ -166,8 +177,10 @@ def energy_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainState
         "penalty": parallel.pmean(penalty),
         "energy_data": jnp.mean(e_data),
         "energy_fake": jnp.mean(e_fake),
-        # Batch KALE in the dual form with the current A (before this update).
-        "kale_batch": kale.estimate(e_data, e_fake, state.log_partition),
+        # Batch KALE in the dual form with the current A (before this update); 'donsker' has no
+        # A of its own: the DV form.
+        "kale_batch": kale.estimate(e_data, e_fake, None if spec.criterion == "donsker"
+                                    else state.log_partition),
     }
     return new_state, metrics
 
@@ -176,8 +189,9 @@ def base_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainState, 
     """One update of the generator (per device).
 
     Minimises L_B = base_loss(E(x), E(B(z))) = -mean E(x) - log mean exp(-E(B(z))) (criterion
-    'kale'), or the GAN generator loss; only the fake term depends on the generator. The loss value
-    is the batch KALE estimate in the Donsker-Varadhan form.
+    'kale' and 'donsker' alike: the authors' code takes the same base step for both), or the GAN
+    generator loss; only the fake term depends on the generator. The loss value is the batch KALE
+    estimate in the Donsker-Varadhan form.
 
     Args:
       spec, state: as in energy_step.
@@ -195,7 +209,7 @@ def base_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainState, 
                                               state.generator_state, z, train=True)
         e_fake = parallel.all_gather(_floor(spec, spec.energy.apply(energy_vars, fake,
                                                                       train=False)))
-        if spec.criterion == "kale":
+        if spec.criterion in ("kale", "donsker"):
             loss = kale.base_loss(e_data, e_fake)
         else:
             loss = kale.gan_base_loss(spec.criterion, e_data, e_fake)
@@ -326,7 +340,8 @@ def _base_updated(spec: StepSpec, state: TrainState, grads, generator_state=None
     base_step + 1; the base's BatchNorm statistics `generator_state`, when given, are averaged
     over devices and stored."""
     updates, opt_state = spec.base_tx.update(grads, state.base_opt_state, state.generator_params)
-    fields = {"generator_params": optax.apply_updates(state.generator_params, updates),
+    fields = {"generator_params": optax.apply_updates(
+        state.generator_params, optim.scale_updates(updates, state.plateau)),
               "base_opt_state": opt_state, "base_step": state.base_step + 1}
     if generator_state is not None:
         fields["generator_state"] = parallel.pmean(generator_state)
@@ -335,7 +350,7 @@ def _base_updated(spec: StepSpec, state: TrainState, grads, generator_state=None
 
 def loss_value(spec: StepSpec, e_data: Array, e_fake: Array) -> Array:
     """The base loss for given energies (for reporting)."""
-    if spec.criterion == "kale":
+    if spec.criterion in ("kale", "donsker"):
         return kale.base_loss(e_data, e_fake)
     return kale.gan_base_loss(spec.criterion, e_data, e_fake)
 

@@ -178,6 +178,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     _positive_int(config, "eval.num_heldout")
     _bool(config, "train.soft_clip")
     _bool(config, "train.tensorboard")
+    from kale_jax.train import plateau  # pylint: disable=g-import-not-at-top
+    plateau.check_config(config)
     faults.check(config)
     _networks_fit_data(config)
 
@@ -326,6 +328,9 @@ def against_checkpoint(config: ml_collections.ConfigDict, saved: Optional[Mappin
         raise ConfigError(f"config.train.criterion={new!r} but {where} was written with "
                           f"config.train.criterion={old!r} (an energy-only EBM's state and a "
                           "GEBM's differ); use the checkpoint's value or a new --workdir")
+    if new != EBM_CRITERION and "model" in keys:  # training's resume: the plateau state
+        from kale_jax.train import plateau  # pylint: disable=g-import-not-at-top
+        plateau.check_resume(saved_config, current, where)
     for key in keys:
         old, new = _flatten(_lookup(saved_config, key), key), _flatten(_lookup(current, key), key)
         for leaf in sorted(set(old) | set(new)):
