@@ -19,6 +19,7 @@ The state is donated to each step. Every output of a wrapped step must be identi
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -167,3 +168,18 @@ def all_gather(x: jax.Array) -> jax.Array:
 def pmean(tree: Any) -> Any:
     """Mean over devices of every leaf (inside a wrapped step)."""
     return jax.lax.pmean(tree, AXIS_NAME)
+
+
+def fingerprint(tree: Any) -> str:
+    """A digest of a pytree's values: the first 16 hex digits of the sha256 of every leaf's
+    dtype, shape and bytes, in tree order (host copy; blocks until the leaves are computed).
+
+    Replicas of a state on the processes of a multi-host run must have equal fingerprints
+    (run_loop logs it at the end of such a run).
+    """
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(jax.device_get(tree)):
+        leaf = np.ascontiguousarray(leaf)
+        digest.update(f"{leaf.dtype}{leaf.shape}".encode())
+        digest.update(leaf.tobytes())
+    return digest.hexdigest()[:16]

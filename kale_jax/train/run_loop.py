@@ -17,8 +17,10 @@ Order of a run (`run`): the workdir lock is checked, the trainer and evaluator a
 settings fail before anything is compiled or written), the workdir is created and locked; then
 `_train`: resume from the newest readable checkpoint (or start fresh), write config.json, open the
 metric writer, iterate with logging, finiteness checks, evaluation and checkpoint cadence, save on
-SIGTERM / SIGINT, and end with one line naming the last committed checkpoint. Tests' fault
-injection (config.debug) wraps the iteration (kale_jax.train.faults).
+SIGTERM / SIGINT (at a step boundary every process agrees on: kale_jax.train.stop), and end with
+one line naming the last committed checkpoint (a run of several processes first logs each
+process's state fingerprint). Tests' fault injection (config.debug) wraps the iteration
+(kale_jax.train.faults).
 """
 from __future__ import annotations
 
@@ -26,8 +28,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
-import threading
 import time
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
@@ -39,7 +39,8 @@ from absl import logging
 from kale_jax import checkpoint as checkpoint_lib
 from kale_jax import data, storage, workdir_lock
 from kale_jax.errors import CheckpointError, NonFiniteError
-from kale_jax.train import faults, outputs
+from kale_jax.train import faults, outputs, parallel
+from kale_jax.train import stop as stop_lib
 from kale_jax.train import validate as validate_lib
 
 CHECKPOINT_DIR = "checkpoints"
@@ -139,7 +140,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, spec: RunSpec, train
         checkpoints.close()
         raise
     writer = None
-    stop = _StopFlag()
+    stop = stop_lib.StopSignal(trainer.parallel.mesh)  # agreed by every process of a pod
     iterate = faults.install(config, trainer.run_iteration, spec.poison)  # tests' faults
 
     def diverged(what: str) -> NonFiniteError:
@@ -194,7 +195,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, spec: RunSpec, train
                 state, step_metrics = iterate(state, step, batches)
                 step += 1
                 checkpoints.poll()  # a save that failed in the background stops the run here
-                if step % config.train.log_every == 0 or step == num_steps or stop.requested:
+                stopping = stop.poll()  # the same answer on every process
+                if step % config.train.log_every == 0 or step == num_steps or stopping:
                     scalars = trainer.host_metrics(step_metrics)
                     bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
                     if bad:
@@ -203,21 +205,25 @@ def _train(config: ml_collections.ConfigDict, workdir: str, spec: RunSpec, train
                     logging.info(text)
                     scalars["steps_per_sec"] = rate
                     writer.write(step, scalars)
-                if stop.requested:
+                if stopping:
                     break  # save below at once: preemption leaves little time for evaluation
                 if step % config.train.eval_every == 0 or step == num_steps:
                     results = evaluate_now(step)
                 if step % config.train.checkpoint_every == 0 or step == num_steps:
                     save(step)
-            if stop.requested:
+            if stop.stopping:
                 save(step)
             elif results is None and not _has_final_eval(workdir, num_steps,
                                                          spec.final_eval_key):
                 results = evaluate_now(num_steps)  # resumed a run stopped before its last eval
             checkpoints.wait()
             writer.close()
+        if jax.process_count() > 1:  # every process's copy of the state must be the same
+            logging.info("Process %d/%d: state fingerprint %s at step %d.", jax.process_index(),
+                         jax.process_count(),
+                         parallel.fingerprint(trainer.parallel.local_copy(state)), step)
         committed = describe(checkpoints.committed_step, checkpoints.directory)
-        if stop.requested:
+        if stop.stopping:
             logging.warning("Stopped by signal at step %d after saving a checkpoint; last "
                             "committed checkpoint: %s; rerun with the same workdir to resume.",
                             step, committed)
@@ -230,36 +236,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, spec: RunSpec, train
         stop.uninstall()
         close_quietly(checkpoints, writer)
     return trainer.parallel.unreplicate(state)
-
-
-class _StopFlag:
-    """Set by SIGTERM (preemption notice) or SIGINT (Ctrl-C); the loop saves and returns at the
-    next step boundary. After the first SIGINT, a second one raises KeyboardInterrupt at once (the
-    checkpoints on disk stay complete: saves are atomic)."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-
-    def _handle(self, signum, frame):
-        del frame
-        logging.warning("Received signal %d: saving a checkpoint and stopping at the next step "
-                        "boundary.", signum)
-        self.requested = True
-        if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def uninstall(self) -> None:
-        if self._previous is not None:
-            for signum, handler in self._previous.items():
-                signal.signal(signum, handler)
-            self._previous = None
 
 
 def make_workdir(workdir: str) -> None:
