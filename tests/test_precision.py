@@ -41,7 +41,7 @@ def _config(dataset="ring", dtype="float32", num_steps=6):
 
 # ------------------------------------------------------------------------------ jaxpr helpers
 def _equations(jaxpr):
-    """Every equation of a jaxpr and of the jaxprs nested in it (jit, custom_vjp, scan, cond, ...)."""
+    """Every equation of a jaxpr and of those nested in it (jit, custom_vjp, scan, cond, ...)."""
     for eqn in jaxpr.eqns:
         yield eqn
         for param in eqn.params.values():
