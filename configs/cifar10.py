@@ -43,7 +43,8 @@ Where the values come from
     checkpoints; evaluation on 1000 held-out images (KALE estimate) and 256 base / GEBM
     samples (MMD, picture grids) drawn with 100 sampler steps, to bound the evaluation's cost
     and memory on one accelerator (final samples and FID are the sample binary's job);
-    A initialised from 50 base batches (default.py).
+    A initialised from 50 base batches (default.py); model.dtype float32 (see paper_recipe:
+    bfloat16 is one override away).
 """
 import ml_collections
 from ml_collections import config_dict
@@ -74,6 +75,12 @@ def paper_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
         config.model[kwargs] = ml_collections.ConfigDict(
             dict(variant="authors", width=config_dict.placeholder(int)))
     config.model.energy_floor = config_dict.placeholder(float)  # None: off
+    # float32 compute, to reproduce the paper's numbers as they were made. On TPUs / recent
+    # GPUs, --config.model.dtype=bfloat16 is the speed switch (parameters, optimiser state, A,
+    # losses and MCMC stay float32, and checkpoints are the same, so a run can change it when it
+    # resumes); sample in float32 at beta = 100: an energy off by d moves the potential by 100 d
+    # (docs/design.md, "Precision").
+    config.model.dtype = "float32"
 
     config.train.num_steps = 150_000
     config.train.batch_size = 128

@@ -18,6 +18,9 @@ Keys (the layout every config shares; tools and tests rely on these names):
                            (data-dependent ones are filled in from the dataset, see train/models.py)
   model.latent_dim         latent dimension d, z ~ N(0, I_d)
   model.energy_floor       None, or E -> relu(E - floor) + floor (reference: -10)
+  model.dtype              compute dtype of both networks: 'float32' or 'bfloat16' (parameters,
+                           optimiser state, A, energies, losses and MCMC stay float32; a run can
+                           resume or sample with the other dtype; kale_jax.networks.precision)
   model.base_objective     'kale' (KALE base step), 'mle' (flow generators only: maximum
                            likelihood of the flow) or 'gebm_mle' (flow generators only: maximum
                            likelihood of the GEBM flow x exp(-E) / Z, jointly with the energy
@@ -105,6 +108,7 @@ def get_config() -> ml_collections.ConfigDict:
         dict(hidden=128, depth=3, activation="leaky_relu"))
     config.model.energy_floor = config_dict.placeholder(float)  # None: no floor
     config.model.base_objective = "kale"
+    config.model.dtype = "float32"
 
     config.train = ml_collections.ConfigDict()
     config.train.num_steps = 1000

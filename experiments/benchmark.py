@@ -1,5 +1,6 @@
 r"""Benchmarks: python -m experiments.benchmark --section=train|sampler|sampling|all|roofline
 [--net=sngan|resnet|all] [--variant=authors|ours] [--batch=64] [--latent=100]
+[--dtype=float32|bfloat16]
 
 Prints one JSON object per measurement on stdout, then a human-readable table.
 
@@ -8,7 +9,8 @@ code, so the comparison with AUTHORS_MS is on equal networks) or ours (--variant
 docs/design.md, "Networks"), for the generator and the energy alike.
 
 Every row has `section`, `net`, `variant`, `batch`, `latent`, `image_size`, the widths of the two
-networks,
+networks, `dtype` (--dtype, the networks' compute dtype: bfloat16 on a CPU shows the cost of the
+casts, not an accelerator's speed-up),
 `compile_s` (seconds of `jit(...).lower(...).compile()`, apart from the timings), `cpu_ms` (the
 process CPU time of one step or run, user + system over all threads: on a shared machine it is
 far steadier than wall time, and wall ~= cpu / cores when the cores are free), `peak_rss_mb`
@@ -65,6 +67,9 @@ flags.DEFINE_enum("variant", "authors", ["authors", "ours"],
                   "Network family of the image nets (kale_jax.networks `variant`): 'authors' "
                   "(the authors' networks, like for like with their timings) or 'ours'.")
 flags.DEFINE_integer("mlp_dim", 3, "Data dimension of --net=mlp.")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                  "Compute dtype of the timed networks (config.model.dtype, applied by "
+                  "kale_jax.networks.precision: float32 parameters, bfloat16 matmuls and convs).")
 flags.DEFINE_integer("batch", 64, "Examples per training step; chains per MCMC step and chunk.")
 flags.DEFINE_integer("latent", 100, "Latent dimension.")
 flags.DEFINE_integer("image_size", 32, "Image side.")
@@ -218,14 +223,20 @@ def _modules(net: str, axis_name: Optional[str] = None):
         generator = networks.get_generator(net, output_dim=FLAGS.mlp_dim,
                                            hidden=widths["generator"], batch_norm=True, **kwargs)
         energy = networks.get_energy(net, hidden=widths["energy"], spectral_norm=True)
-        return generator, energy
+        return _with_dtype(generator, energy)
     generator = networks.get_generator(net, image_size=FLAGS.image_size, variant=FLAGS.variant,
                                        width=widths["generator"], **kwargs)
     if "axis_name" not in networks.module_attributes(networks.ENERGIES[net]):
         kwargs = {}  # an energy without BatchNorm takes no axis name
     energy = networks.get_energy(net, image_size=FLAGS.image_size, variant=FLAGS.variant,
                                  width=widths["energy"], **kwargs)
-    return generator, energy
+    return _with_dtype(generator, energy)
+
+
+def _with_dtype(*modules):
+    """The modules computing in --dtype (networks.precision, as config.model.dtype does)."""
+    from kale_jax.networks import precision  # pylint: disable=g-import-not-at-top
+    return tuple(precision.with_dtype(m, FLAGS.dtype) for m in modules)
 
 
 def _variables(net: str, generator, energy):
@@ -273,7 +284,7 @@ def _row(section: str, net: str, **fields) -> Dict[str, Any]:
     row = {"section": section, "net": net, "variant": _variant(net), "batch": FLAGS.batch,
            "latent": FLAGS.latent,
            "image_size": FLAGS.image_size, "generator_width": widths["generator"],
-           "energy_width": widths["energy"]}
+           "energy_width": widths["energy"], "dtype": FLAGS.dtype}
     row.update(fields)
     row.update(devices=len(_devices()), peak_rss_mb=_peak_rss_mb(), xnnpack=FLAGS.xnnpack,
                load_avg_1m=round(os.getloadavg()[0], 2))

@@ -107,7 +107,19 @@ def spectral_norm(layer: nn.Module, name: Optional[str] = None) -> nn.SpectralNo
     power iteration from the random u), so the initialised params have top singular value
     s1(W0) / sigma0 >= 1 whatever the kernel initialiser's scale; sigma starts at 1 and the
     first train-mode call estimates it as exactly 1 again (same u, same kernel)."""
-    return nn.SpectralNorm(layer, n_steps=1, name=name)
+    return SpectralNorm(layer, n_steps=1, name=name)
+
+
+class SpectralNorm(nn.SpectralNorm):
+    """nn.SpectralNorm whose normalised kernel keeps the dtype of the stored kernel as the layer
+    reads it. The power iteration runs in float32 (u and sigma are float32 'batch_stats'), which
+    would otherwise promote a bfloat16 kernel (networks.precision) to float32 and with it the
+    layer's matmul; in float32 this changes nothing. (Same class name as flax's, so an unnamed
+    instance gets flax's automatic name, SpectralNorm_<i>.)"""
+
+    def _spectral_normalize(self, path, vs, update_stats):
+        normalised = super()._spectral_normalize(path, vs, update_stats)
+        return normalised.astype(jnp.asarray(vs).dtype)
 
 
 # Weight initialisers. They draw a flat vector and reshape it: XLA:CPU (jax 0.10) compiles a

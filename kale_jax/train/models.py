@@ -8,6 +8,12 @@ generator (and an energy that takes one, e.g. dcgan's, whose 'authors' variant h
 built with axis_name=parallel.AXIS_NAME, so its BatchNorm (if any) uses global-batch statistics
 inside the training steps. `build` is also how a checkpoint's networks are rebuilt
 from its config.
+
+config.model.dtype ('float32' when absent) is the networks' compute dtype: under 'bfloat16' both
+modules come wrapped in networks.precision.Precision (float32 parameters, state, inputs and
+outputs; bfloat16 matmuls and convs inside), with the same variable tree as unwrapped, so every
+caller (training steps, evaluation, latent MCMC, sampling, kale_jax.load) gets it and
+checkpoints do not depend on it.
 """
 from __future__ import annotations
 
@@ -18,8 +24,9 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from kale_jax import data, networks
+from kale_jax import checks, data, networks
 from kale_jax.errors import ConfigError
+from kale_jax.networks import precision
 from kale_jax.train.parallel import AXIS_NAME
 
 
@@ -82,12 +89,13 @@ def build_generator(config: ml_collections.ConfigDict, info: data.DatasetInfo) -
         raise ConfigError(f"config.model.latent_dim={model.latent_dim} must equal the data "
                           f"dimension {math.prod(info.shape)} of {info.name!r} for the flow "
                           f"generator {model.generator!r}")
+    dtype = compute_dtype(config)
     generator = _construct(networks.get_generator, model.generator, "generator", dict(
         axis_name=AXIS_NAME, **_kwargs(model.generator, _plain(model.generator_kwargs), info,
                                        "generator")))
     if networks.input_kind(model.generator) == "vector" and info.kind == "image":
         generator = ReshapedGenerator(generator, tuple(info.shape))
-    return generator
+    return precision.with_dtype(generator, dtype)
 
 
 def build_energy(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> nn.Module:
@@ -98,7 +106,31 @@ def build_energy(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> n
     cls = networks.ENERGIES.get(model.energy)
     if cls is not None and "axis_name" in networks.module_attributes(cls):
         kwargs.setdefault("axis_name", AXIS_NAME)  # BatchNorm in an energy (dcgan, 'authors')
-    return _construct(networks.get_energy, model.energy, "energy", kwargs)
+    energy = _construct(networks.get_energy, model.energy, "energy", kwargs)
+    return precision.with_dtype(energy, compute_dtype(config, with_generator=False))
+
+
+def compute_dtype(config: ml_collections.ConfigDict, with_generator: bool = True) -> str:
+    """config.model.dtype, 'float32' when absent (configs older than the key).
+
+    Args:
+      config: a training config.
+      with_generator: the run builds config.model.generator (False: energy-only models).
+    Returns:
+      one of networks.precision.DTYPES.
+    Raises:
+      ConfigError: another value, or a compute dtype other than float32 with a flow generator
+        (its log-densities are methods the precision wrapper does not cover).
+    """
+    dtype = checks.check_choice(config.model.get("dtype", "float32"), "config.model.dtype",
+                                precision.DTYPES, fix="use 'float32' (default) or 'bfloat16' "
+                                "(bfloat16 compute, float32 parameters)")
+    generator = config.model.get("generator", None) if with_generator else None
+    if dtype != "float32" and generator in networks.FLOW_NAMES:
+        raise ConfigError(f"config.model.dtype={dtype!r} is not supported for the flow generator "
+                          f"{generator!r} (its log-densities run in float32); use "
+                          "config.model.dtype='float32'")
+    return dtype
 
 
 def _plain(kwargs) -> dict:

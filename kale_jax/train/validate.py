@@ -33,6 +33,10 @@ EBM_CRITERION = "ebm"
 TRAIN_CRITERIA = tuple(kale.CRITERIA) + (EBM_CRITERION,)
 EBM_RESUME_KEYS = ("seed", "data.name", "data.image_size", "model.energy", "model.energy_kwargs",
                    "model.energy_floor", "train.criterion", "ebm.buffer_size")
+# Entries inside those keys that a checkpoint does NOT fix: the compute dtype (parameters and
+# state are float32 whatever it is), so a run can resume or sample with the other one.
+FREE_KEYS = ("model.dtype",)
+
 
 def _get(config: ml_collections.ConfigDict, key: str) -> Any:
     node = config
@@ -74,6 +78,12 @@ def _energy_floor(config) -> None:
 
 BASE_OBJECTIVES = ("kale", "mle", "gebm_mle")
 DENSITY_OBJECTIVES = ("mle", "gebm_mle")  # base steps that need the base's exact log density
+
+
+def _model_dtype(config, with_generator: bool = True) -> None:
+    """config.model.dtype: 'float32' (absent) or 'bfloat16'; flow generators need 'float32'."""
+    from kale_jax.train import models  # pylint: disable=g-import-not-at-top
+    models.compute_dtype(config, with_generator=with_generator)
 
 
 def _validate_base_objective(config) -> None:
@@ -137,6 +147,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
             and config.model.generator in networks.FLOW_NAMES):  # None: a flow's data dimension
         _positive_int(config, "model.latent_dim")
     _energy_floor(config)
+    _model_dtype(config)
     for key in ("model.generator_kwargs", "model.energy_kwargs"):
         if not hasattr(_get(config, key), "items"):
             raise ConfigError(f"config.{key}={_get(config, key)!r} must be a dict")
@@ -185,6 +196,7 @@ def _validate_ebm(config, num_devices: Optional[int]) -> None:
 
     _choice(config, "model.energy", networks.ENERGY_NAMES)
     _energy_floor(config)
+    _model_dtype(config, with_generator=False)
     if not hasattr(_get(config, "model.energy_kwargs"), "items"):
         raise ConfigError(f"config.model.energy_kwargs={config.model.energy_kwargs!r} must be a "
                           "dict")
@@ -322,7 +334,7 @@ def against_checkpoint(config: ml_collections.ConfigDict, saved: Optional[Mappin
     for key in keys:
         old, new = _flatten(_lookup(saved_config, key), key), _flatten(_lookup(current, key), key)
         for leaf in sorted(set(old) | set(new)):
-            if old.get(leaf) != new.get(leaf):
+            if leaf not in FREE_KEYS and old.get(leaf) != new.get(leaf):
                 raise ConfigError(f"config.{leaf}={new.get(leaf)!r} but {where} was written with "
                                   f"config.{leaf}={old.get(leaf)!r}; use the checkpoint's value "
                                   "or a new --workdir")
