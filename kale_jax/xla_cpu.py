@@ -11,10 +11,17 @@ work-around can be deleted, are in docs/performance.md ("XLA:CPU work-arounds"):
   of its own primitive compiles slowly (and, in jax 0.10, drops shard_map's device-varying type).
   Delete it once `jax.extend.random.threefry_2x32` compiles as fast and keeps the type; then
   kale_jax.mcmc.noise calls that instead (same bits, tested in tests/test_xla_cpu.py).
+* `on_cpu`: picks a CPU work-around on the CPU and the plain form on every other platform, when
+  the program is lowered (`jax.lax.platform_dependent`). kale_jax.networks.common uses it for its
+  convolution gradients (im2col kernel gradients, dense adjoint-kernel input gradients,
+  space-to-depth stride-2 gradients, sub-pixel transposed convs): on GPU and TPU XLA's own
+  convolution gradients are the fast path. `forced_branch` runs either branch on any platform
+  (tests, and measuring a work-around's gain on the CPU).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import contextlib
+from typing import Any, Callable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -75,12 +82,34 @@ def needs_conv_rewrite(jaxpr) -> bool:
             return True
         if eqn.primitive is _prims.jit_p and needs_conv_rewrite(eqn.params['jaxpr'].jaxpr):
             return True
+        if _cond_needs_rewrite(eqn):
+            return True
     return False
+
+
+def _cond_needs_rewrite(eqn) -> bool:
+    return (eqn.primitive is _prims.cond_p
+            and any(needs_conv_rewrite(b.jaxpr) for b in eqn.params['branches']))
+
+
+def _eval_cond_with_hwio_kernels(eqn, index, *operands) -> list:
+    """A cond (lax.cond / switch / platform_dependent) whose branches are rewritten."""
+    branches = [lambda *a, b=b: _eval_with_hwio_kernels(b.jaxpr, b.consts, *a)
+                for b in eqn.params['branches']]
+    platforms = eqn.params.get('branches_platforms')
+    if platforms is None:
+        return lax.switch(index, branches, *operands)
+    # A platform_dependent cond: rebuild it (its index is a platform_index, staged again).
+    per_platform = {p: fn for ps, fn in zip(platforms, branches) if ps is not None for p in ps}
+    default = [fn for ps, fn in zip(platforms, branches) if ps is None]
+    return lax.platform_dependent(*operands, default=default[0] if default else None,
+                                  **per_platform)
 
 
 def _eval_with_hwio_kernels(jaxpr, consts, *args) -> list:
     """Evaluates `jaxpr` like jax.core.eval_jaxpr, with every convolution kernel that is not laid
-    out (*K, I, O) transposed to that layout first; nested jit calls are inlined."""
+    out (*K, I, O) transposed to that layout first; nested jit calls are inlined, the branches
+    of conds (including platform_dependent ones) rewritten."""
     env = {}
 
     def read(v):
@@ -102,6 +131,8 @@ def _eval_with_hwio_kernels(jaxpr, consts, *args) -> list:
         elif eqn.primitive is _prims.jit_p:
             inner = eqn.params['jaxpr']
             outs = _eval_with_hwio_kernels(inner.jaxpr, inner.consts, *values)
+        elif _cond_needs_rewrite(eqn):
+            outs = list(_eval_cond_with_hwio_kernels(eqn, *values))
         else:
             with eqn.ctx.manager:
                 outs = eqn.primitive.bind(*values, **eqn.primitive.get_bind_params(eqn.params))
@@ -149,3 +180,58 @@ def gradient_transform(enabled: Optional[bool] = None) -> Optional[Callable]:
     if enabled is None:
         enabled = jax.default_backend() == 'cpu'
     return with_hwio_convolutions if enabled else None
+
+
+# ------------------------------------------------------------------------------------------------
+# CPU-only work-arounds chosen per lowering platform.
+# ------------------------------------------------------------------------------------------------
+
+_BRANCHES = ('cpu', 'default')
+_forced: Optional[str] = None  # set only through `forced_branch`
+
+
+def on_cpu(cpu_fn: Callable[..., Any], default_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A function that is `cpu_fn` on the CPU and `default_fn` on every other platform.
+
+    The choice is made when the program is lowered, for the platform it is lowered for
+    (`jax.lax.platform_dependent`), not from the default backend at trace time: one traced
+    function serves the CPU and accelerators (and exports for both). Both branches are traced;
+    the compiled program holds only the chosen one. Inside `forced_branch(name)` the named branch
+    is traced alone, on any platform.
+
+    Args:
+      cpu_fn: the XLA:CPU work-around, a function of arrays.
+      default_fn: the same function in its plain form, same signature and output shapes.
+
+    Returns:
+      A function of the same arrays, with the same results up to float summation order.
+    """
+    def dispatched(*args):
+        if _forced == 'cpu':
+            return cpu_fn(*args)
+        if _forced == 'default':
+            return default_fn(*args)
+        return lax.platform_dependent(*args, cpu=cpu_fn, default=default_fn)
+
+    return dispatched
+
+
+@contextlib.contextmanager
+def forced_branch(branch: str) -> Iterator[None]:
+    """Within the block, functions made by `on_cpu` trace only their `branch` on any platform.
+
+    For tests (the accelerator branch run on the CPU) and for measuring what a work-around gains
+    on the CPU. It acts when a function is traced: a function jit-compiled before the block keeps
+    its cached program, so jit a fresh function inside the block.
+
+    Args:
+      branch: 'cpu' (the work-around) or 'default' (the plain form used off the CPU).
+    """
+    global _forced
+    if branch not in _BRANCHES:
+        raise ValueError(f"forced_branch: branch={branch!r}; allowed: {_BRANCHES}")
+    previous, _forced = _forced, branch
+    try:
+        yield
+    finally:
+        _forced = previous

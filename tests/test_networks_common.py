@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from kale_jax import xla_cpu
 from kale_jax.networks import common
 
 DIMS = ("NHWC", "HWIO", "NHWC")
@@ -87,3 +88,108 @@ def test_same_conv_matches_xla_in_second_order_gradients():
     want = jax.grad(lambda k: penalty(_same_conv, k))(kernel)
     got = jax.grad(lambda k: penalty(common.conv_same, k))(kernel)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------
+# The XLA:CPU work-arounds run on the CPU only (xla_cpu.on_cpu); elsewhere the plain lax forms.
+# ------------------------------------------------------------------------------------------------
+
+def _penalty_grads(conv, x, kernel):
+    """(gradient of the zero-centred gradient penalty in (x, kernel), its value): the penalty
+    differentiates an input gradient once more, as the energy step does."""
+    def penalty(v, k):
+        g = jax.grad(lambda u: jnp.sum(jnp.tanh(conv(u, k))))(v)
+        return jnp.sum(g ** 2)
+    return jax.value_and_grad(penalty, argnums=(0, 1))(x, kernel)
+
+
+def _values_and_gradients(conv, x, kernel, g):
+    """Output, both first-order gradients (pulling back g), penalty and its gradients."""
+    y, pull = jax.vjp(conv, x, kernel)
+    return y, pull(g), _penalty_grads(conv, x, kernel)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_accelerator_branch_matches_cpu_branch_and_plain_form_to_second_order(name):
+    fast, plain, k = REFERENCES[name]
+    kx, kk, kg = jax.random.split(jax.random.key(4), 3)
+    x = jax.random.normal(kx, (2, 6, 4, 3))
+    kernel = 0.3 * jax.random.normal(kk, (k, k, 3, 5))
+    g = jax.random.normal(kg, jax.eval_shape(plain, x, kernel).shape)
+    want = _values_and_gradients(plain, x, kernel, g)
+    with xla_cpu.forced_branch("default"):
+        accelerator = _values_and_gradients(fast, x, kernel, g)
+    with xla_cpu.forced_branch("cpu"):
+        cpu = _values_and_gradients(fast, x, kernel, g)
+    # float32 sums of <= 3 * 16 * 5 products of O(1) terms, in another order: |error| ~ 1e-6
+    # relative; the penalty gradients are sums of such terms, hence the looser atol.
+    for got in (accelerator, cpu):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _resample_chain(x, kernels):
+    """Every dispatched conv once: (N, 8, 8, 2) -> (N, 8, 8, 2)."""
+    x = common.conv_same(x, kernels[0])             # 3x3, H
+    x = common.conv_stride2(x, kernels[1])          # 4x4, H/2
+    x = common.conv_transpose_stride2(x, kernels[2])  # 4x4, H
+    x = common.conv3x3_downsample(x, kernels[3])    # 3x3, H/2
+    return common.upsample_conv3x3(x, kernels[4])   # 3x3, H
+
+
+def _chain_inputs():
+    keys = jax.random.split(jax.random.key(5), 6)
+    x = jax.random.normal(keys[0], (2, 8, 8, 2))
+    kernels = [0.3 * jax.random.normal(kk, (s, s, 2, 2))
+               for kk, s in zip(keys[1:], (3, 4, 4, 3, 3))]
+    return x, kernels
+
+
+def _chain_penalty_grad(x, kernels):
+    def penalty(ks):
+        g = jax.grad(lambda u: jnp.sum(jnp.tanh(_resample_chain(u, ks))))(x)
+        return jnp.sum(g ** 2)
+    return jax.grad(penalty)(kernels)
+
+
+@pytest.fixture(scope="module")
+def chain_trace():
+    """One trace of the chain's penalty gradient, lowered below for several platforms."""
+    return jax.jit(_chain_penalty_grad).trace(*_chain_inputs())
+
+
+def _count(text, op):
+    return text.count(f"stablehlo.{op}")
+
+
+def test_one_trace_lowers_to_im2col_on_cpu_and_to_xla_gradients_elsewhere(chain_trace):
+    cpu = chain_trace.lower(lowering_platforms=("cpu",)).as_text()
+    # The CPU program keeps the work-arounds: kernel gradients as im2col matmuls.
+    assert _count(cpu, "dot_general") > 0
+    plain_convs = None
+    for platform in ("tpu", "cuda"):
+        text = chain_trace.lower(lowering_platforms=(platform,)).as_text()
+        # No im2col patch matmul, no custom-VJP adjoint convs: the same convolutions as the
+        # plain lax forms, whose gradients XLA derives (counted once, the same on both).
+        assert _count(text, "dot_general") == 0, platform
+        assert plain_convs is None or _count(text, "convolution") == plain_convs
+        plain_convs = _count(text, "convolution")
+    with xla_cpu.forced_branch("default"):
+        forced = jax.jit(lambda *a: _chain_penalty_grad(*a)).lower(*_chain_inputs()).as_text()
+    assert _count(forced, "dot_general") == 0
+    assert _count(forced, "convolution") == plain_convs
+
+
+def test_cpu_program_is_the_work_around_alone():
+    """platform_dependent leaves no conditional in the compiled CPU program: the same
+    convolutions and matmuls as the CPU branch traced alone, and the same values."""
+    inputs = _chain_inputs()
+    dispatched = jax.jit(lambda *a: _chain_penalty_grad(*a)).lower(*inputs).compile()
+    with xla_cpu.forced_branch("cpu"):
+        alone = jax.jit(lambda *a: _chain_penalty_grad(*a)).lower(*inputs).compile()
+    texts = dispatched.as_text(), alone.as_text()
+    assert "conditional(" not in texts[0]
+    for op in (" convolution(", " dot("):
+        assert texts[0].count(op) == texts[1].count(op) > 0, op
+    for a, b in zip(jax.tree.leaves(dispatched(*inputs)), jax.tree.leaves(alone(*inputs))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

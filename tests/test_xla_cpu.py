@@ -2,6 +2,7 @@
 import numpy as np
 import jax
 import jax.numpy as jnp
+import pytest
 from jax.extend.random import threefry_2x32
 
 from kale_jax import xla_cpu
@@ -48,3 +49,43 @@ def test_gradient_transform_is_on_for_cpu_by_default():
     assert xla_cpu.gradient_transform(True) is xla_cpu.with_hwio_convolutions
     expected = xla_cpu.with_hwio_convolutions if jax.default_backend() == 'cpu' else None
     assert xla_cpu.gradient_transform(None) is expected
+
+
+def test_on_cpu_is_chosen_for_the_lowering_platform():
+    fn = xla_cpu.on_cpu(lambda x: x + 1.0, lambda x: x + 2.0)
+    x = jnp.zeros(3)
+    assert jax.default_backend() == 'cpu'
+    np.testing.assert_array_equal(fn(x), 1.0)                # eager
+    np.testing.assert_array_equal(jax.jit(fn)(x), 1.0)       # compiled for the CPU
+    traced = jax.jit(fn).trace(x)
+    assert '2.000000e+00' in traced.lower(lowering_platforms=('tpu',)).as_text()
+    assert '2.000000e+00' not in traced.lower(lowering_platforms=('cpu',)).as_text()
+    with xla_cpu.forced_branch('default'):
+        np.testing.assert_array_equal(jax.jit(lambda v: fn(v))(x), 2.0)
+    with xla_cpu.forced_branch('cpu'):
+        np.testing.assert_array_equal(fn(x), 1.0)
+    np.testing.assert_array_equal(fn(x), 1.0)                # the switch is restored
+    with pytest.raises(ValueError, match="allowed: \\('cpu', 'default'\\)"):
+        with xla_cpu.forced_branch('gpu'):
+            pass
+
+
+def test_hwio_convolutions_rewrites_inside_platform_dependent_branches():
+    """The networks' convolutions sit in platform_dependent conds (on_cpu): the rewrite must
+    reach their branches, or the CPU sampler loses its fast path."""
+    potential = xla_cpu.on_cpu(conv_potential, lambda z: conv_potential(z) * 1.0)
+    grad_fn = jax.value_and_grad(lambda z: jnp.sum(potential(z)))
+    z = jax.random.normal(jax.random.key(26), (5, 32))
+    assert xla_cpu.needs_conv_rewrite(jax.make_jaxpr(grad_fn)(z).jaxpr)
+    rewritten = xla_cpu.with_hwio_convolutions(grad_fn)
+    assert not xla_cpu.needs_conv_rewrite(jax.make_jaxpr(rewritten)(z).jaxpr)
+    for a, b in zip(jax.tree.leaves(jax.jit(rewritten)(z)), jax.tree.leaves(grad_fn(z))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # An ordinary lax.cond (no platform) is rewritten too.
+    cond_fn = jax.value_and_grad(lambda z: jnp.sum(jax.lax.cond(
+        z[0, 0] > 0, conv_potential, lambda v: 2.0 * conv_potential(v), z)))
+    rewritten = xla_cpu.with_hwio_convolutions(cond_fn)
+    assert xla_cpu.needs_conv_rewrite(jax.make_jaxpr(cond_fn)(z).jaxpr)
+    assert not xla_cpu.needs_conv_rewrite(jax.make_jaxpr(rewritten)(z).jaxpr)
+    for a, b in zip(jax.tree.leaves(rewritten(z)), jax.tree.leaves(cond_fn(z))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -1,6 +1,16 @@
 """Pieces shared by the network modules: argument checks, activations, resampling, BatchNorm.
 
 Images are NHWC float32 throughout.
+
+The convolutions (`ResampleConv` and the functions it calls) hold two kinds of rewrite, each
+computing the plain lax form's values and gradients of every order up to float summation order:
+* on every platform, the algorithmic ones: upsample-then-conv and conv-then-pool at the low
+  resolution (2.25x fewer multiply-adds);
+* on the CPU only, chosen when the program is lowered (`kale_jax.xla_cpu.on_cpu`), the XLA:CPU
+  work-arounds: custom VJPs with im2col kernel gradients and dense adjoint-kernel input
+  gradients, space-to-depth stride-2 gradients, sub-pixel transposed convs. On GPU and TPU the
+  plain lax forms and XLA's own gradients run instead (the im2col patches, k*k times an
+  activation, would be pure memory traffic there). docs/performance.md gives the reasons.
 """
 from __future__ import annotations
 
@@ -11,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kale_jax import checks
+from kale_jax import checks, xla_cpu
 
 Array = jax.Array
 
@@ -159,19 +169,25 @@ def uniform_variance_scaling(scale: float, mode: str) -> Callable:
 
 
 # ------------------------------------------------------------------------------------------------
-# Resampling convolutions without wasted work.
+# Convolutions without wasted work.
 #
-# XLA computes a stride-2 transposed convolution (and the input-gradient of a stride-2
-# convolution) as a convolution over an input dilated with zeros: 3 of every 4 multiply-adds are
-# with zeros. "Nearest x2 upsampling, then a conv" and "a conv, then 2x2 mean pooling" likewise
-# spend 4x (resp. 2.25x) the useful work at the high resolution. The functions below compute the
-# same maps (same kernels, up to float summation order) as stride-1 convolutions on the low
-# resolution, so their forward pass and every gradient XLA derives from them (input and kernel)
-# are dense convolutions too:
-#   * stride-2 conv with an even k x k kernel = (k/2 x k/2) VALID conv on the space-to-depth of
-#     the padded input (4x the channels, half the side);
+# Two kinds of rewrite live here (docs/performance.md, "Convolutions: which rewrite runs where").
+#
+# Algorithmic, on every platform: "nearest x2 upsampling, then a 3x3 conv" and "a 3x3 conv, then
+# 2x2 mean pooling" spend 2.25x the useful multiply-adds at the high resolution; upsample_conv3x3
+# and conv3x3_downsample compute the same maps at the low resolution:
 #   * upsampling ops = four 2x2 "phase" convs on the input padded by one, interleaved
-#     (depth-to-space), phase (a, b) computing the output pixels (2p + a, 2q + b).
+#     (depth-to-space), phase (a, b) computing the output pixels (2p + a, 2q + b);
+#   * conv-then-pool = one 4x4 stride-2 conv with the pooled kernel.
+#
+# XLA:CPU work-arounds, on the CPU only (kale_jax.xla_cpu.on_cpu picks them when the program is
+# lowered for the CPU; every other platform gets the plain lax form and XLA's own gradients,
+# which cuDNN and the TPU compiler run well and which write no im2col patches):
+#   * every conv has a custom VJP: input gradients as dense convs with the adjoint kernel, kernel
+#     gradients as im2col matmuls (XLA:CPU ran its own kernel-gradient convs single-threaded);
+#   * stride-2 conv gradients from the same map written as a (k/2 x k/2) VALID conv on the
+#     space-to-depth of the padded input (XLA convolves a zero-dilated output gradient);
+#   * stride-2 transposed convs as a sub-pixel conv (XLA convolves a zero-dilated input).
 # Kernels are (kh, kw, in, out) (HWIO, flax's layout); images NHWC with even sides.
 # ------------------------------------------------------------------------------------------------
 
@@ -181,6 +197,24 @@ _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 def _conv(x: Array, kernel: Array, padding) -> Array:
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=_DIMENSIONS)
 
+
+def _conv_valid_plain(x: Array, kernel: Array) -> Array:
+    return _conv(x, kernel, "VALID")
+
+
+def _conv_same_plain(x: Array, kernel: Array) -> Array:
+    return _conv(x, kernel, "SAME")
+
+
+def _conv_stride2_plain(x: Array, kernel: Array) -> Array:
+    return jax.lax.conv_general_dilated(x, kernel, (2, 2), "SAME", dimension_numbers=_DIMENSIONS)
+
+
+def _conv_transpose_stride2_plain(x: Array, kernel: Array) -> Array:
+    return jax.lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=_DIMENSIONS)
+
+
+# --- The XLA:CPU forms (custom VJPs). They call each other, never the dispatched functions. ---
 
 def _adjoint_kernel(kernel: Array) -> Array:
     """The kernel of a conv's input gradient: spatially flipped, in/out features swapped."""
@@ -200,47 +234,44 @@ def _kernel_grad(x: Array, g: Array, kh: int, kw: int) -> Array:
 
 
 @jax.custom_vjp
-def _conv_valid(x: Array, kernel: Array) -> Array:
+def _conv_valid_cpu(x: Array, kernel: Array) -> Array:
     """VALID stride-1 conv whose gradients (of any order) are dense convs and matmuls."""
     return _conv(x, kernel, "VALID")
 
 
 def _conv_valid_fwd(x, kernel):
-    return _conv_valid(x, kernel), (x, kernel)
+    return _conv_valid_cpu(x, kernel), (x, kernel)
 
 
 def _conv_valid_bwd(residuals, g):
     x, kernel = residuals
     kh, kw = kernel.shape[:2]
     padded = jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
-    return _conv_valid(padded, _adjoint_kernel(kernel)), _kernel_grad(x, g, kh, kw)
+    return _conv_valid_cpu(padded, _adjoint_kernel(kernel)), _kernel_grad(x, g, kh, kw)
 
 
-_conv_valid.defvjp(_conv_valid_fwd, _conv_valid_bwd)
+_conv_valid_cpu.defvjp(_conv_valid_fwd, _conv_valid_bwd)
 
 
 @jax.custom_vjp
-def conv_same(x: Array, kernel: Array) -> Array:
-    """Equals lax.conv_general_dilated(x, kernel, (1, 1), 'SAME') (NHWC, HWIO) for an odd k x k
-    kernel, with gradients of every order computed as dense SAME convs (input) and im2col
-    matmuls (kernel) instead of XLA's own kernel-gradient convs."""
-    if kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
-        raise ValueError(f"conv_same needs an odd kernel; got {kernel.shape}")
+def _conv_same_cpu(x: Array, kernel: Array) -> Array:
+    """SAME stride-1 conv (odd kernel) whose gradients of every order are dense SAME convs
+    (input) and im2col matmuls (kernel) instead of XLA's own kernel-gradient convs."""
     return _conv(x, kernel, "SAME")
 
 
 def _conv_same_fwd(x, kernel):
-    return conv_same(x, kernel), (x, kernel)
+    return _conv_same_cpu(x, kernel), (x, kernel)
 
 
 def _conv_same_bwd(residuals, g):
     x, kernel = residuals
     kh, kw = kernel.shape[:2]
     padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-    return conv_same(g, _adjoint_kernel(kernel)), _kernel_grad(padded, g, kh, kw)
+    return _conv_same_cpu(g, _adjoint_kernel(kernel)), _kernel_grad(padded, g, kh, kw)
 
 
-conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
+_conv_same_cpu.defvjp(_conv_same_fwd, _conv_same_bwd)
 
 
 def space_to_depth(x: Array) -> Array:
@@ -252,38 +283,27 @@ def space_to_depth(x: Array) -> Array:
 
 
 def _conv_stride2_dense(x: Array, kernel: Array) -> Array:
-    """The stride-2 SAME conv as a stride-1 conv on the space-to-depth image (see conv_stride2)."""
+    """The stride-2 SAME conv as a stride-1 conv on the space-to-depth image: an output pixel p
+    reads inputs 2p + t - (k/2 - 1), t < k, one block window of the padded input."""
     k = kernel.shape[0]
     pad = k // 2 - 1  # SAME pads k - 2 in total, evenly for even H
     x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     cin, cout = kernel.shape[2:]
     blocks = kernel.reshape(k // 2, 2, k // 2, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5)
-    return _conv_valid(space_to_depth(x), blocks.reshape(k // 2, k // 2, 4 * cin, cout))
-
-
-def _conv_stride2_plain(x: Array, kernel: Array) -> Array:
-    return jax.lax.conv_general_dilated(x, kernel, (2, 2), "SAME", dimension_numbers=_DIMENSIONS)
+    return _conv_valid_cpu(space_to_depth(x), blocks.reshape(k // 2, k // 2, 4 * cin, cout))
 
 
 @jax.custom_vjp
-def conv_stride2(x: Array, kernel: Array) -> Array:
-    """Equals lax.conv_general_dilated(x, kernel, (2, 2), 'SAME') (NHWC, HWIO) for an even
-    k x k kernel and even H, W: (N, H, W, Cin) -> (N, H/2, W/2, Cout).
-
-    The forward pass is that strided conv (XLA:CPU runs it well); the gradients are those of the
-    same map written as a (k/2 x k/2) VALID conv on the space-to-depth of the padded input (an
-    output pixel p reads inputs 2p + t - (k/2 - 1), t < k: one block window), which are dense
-    stride-1 convs instead of XLA's convs over a zero-dilated output gradient (measured on the
-    SNGAN energy's first stride-2 conv at batch 64: input gradient 116 -> 40 ms CPU)."""
-    k = kernel.shape[0]
-    if kernel.shape[0] != kernel.shape[1] or k % 2 or x.shape[1] % 2 or x.shape[2] % 2:
-        raise ValueError(f"conv_stride2 needs an even square kernel and even sides; got kernel "
-                         f"{kernel.shape}, input {x.shape}")
+def _conv_stride2_cpu(x: Array, kernel: Array) -> Array:
+    """XLA's strided forward conv (XLA:CPU runs it well) with the gradients of
+    _conv_stride2_dense: dense stride-1 convs instead of XLA's convs over a zero-dilated output
+    gradient (measured on the SNGAN energy's first stride-2 conv at batch 64: input gradient
+    116 -> 40 ms CPU)."""
     return _conv_stride2_plain(x, kernel)
 
 
 def _conv_stride2_fwd(x, kernel):
-    return conv_stride2(x, kernel), (x, kernel)
+    return _conv_stride2_cpu(x, kernel), (x, kernel)
 
 
 def _conv_stride2_bwd(residuals, g):
@@ -292,7 +312,7 @@ def _conv_stride2_bwd(residuals, g):
     return pullback(g)
 
 
-conv_stride2.defvjp(_conv_stride2_fwd, _conv_stride2_bwd)
+_conv_stride2_cpu.defvjp(_conv_stride2_fwd, _conv_stride2_bwd)
 
 
 def _interleave(phases) -> Array:
@@ -303,50 +323,43 @@ def _interleave(phases) -> Array:
     return y.reshape(n, 2 * h, 2 * w, c)
 
 
-def _phase_convs(x: Array, taps) -> Array:
+def _phase_convs(x: Array, taps, conv_valid: Callable[[Array, Array], Array]) -> Array:
     """Sub-pixel convolution. Output phase (a, b) (pixels (2p + a, 2q + b)) is a 2x2 conv of the
     input padded by one, window starting at (p + a, q + b), with the 2x2 kernel
-    [taps(a, b, i, j)]_{i, j}. All four phases run as ONE 2x2 VALID conv with 4x the output
-    channels over the padded input ((H + 1) x (W + 1) outputs), phase (a, b) then being the
-    window offset (a, b) of its channel block; one large conv runs faster on XLA:CPU than four
-    small ones, for (H + 1)(W + 1) / (HW) of the useful work."""
+    [taps(a, b, i, j)]_{i, j}. All four phases run as ONE 2x2 VALID conv (`conv_valid`) with 4x
+    the output channels over the padded input ((H + 1) x (W + 1) outputs), phase (a, b) then
+    being the window offset (a, b) of its channel block; one large conv runs faster on XLA:CPU
+    than four small ones, for (H + 1)(W + 1) / (HW) of the useful work."""
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     h, w = x.shape[1:3]
     kernel = jnp.stack([jnp.stack([jnp.concatenate([taps(a, b, i, j) for a in range(2)
                                                     for b in range(2)], axis=-1)
                                    for j in range(2)]) for i in range(2)])
-    out = _conv_valid(xp, kernel)  # (N, H + 1, W + 1, 4 Cout), phase blocks in (a, b) order
+    out = conv_valid(xp, kernel)  # (N, H + 1, W + 1, 4 Cout), phase blocks in (a, b) order
     cout = out.shape[-1] // 4
     phases = [[out[:, a:a + h, b:b + w, (2 * a + b) * cout:(2 * a + b + 1) * cout]
                for b in range(2)] for a in range(2)]
     return _interleave(phases)
 
 
-def _conv_transpose_stride2_plain(x: Array, kernel: Array) -> Array:
-    return jax.lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=_DIMENSIONS)
+def _subpixel_transpose(x, kernel):
+    """lax.conv_transpose(x, kernel, (2, 2), 'SAME') of a 4x4 kernel as a sub-pixel conv: output
+    pixel 2p + a reads inputs p - 1 + a with kernel index a and p + a with index a + 2."""
+    return _phase_convs(x, lambda a, b, i, j: kernel[a + 2 * i, b + 2 * j], _conv_valid_cpu)
 
 
 @jax.custom_vjp
-def conv_transpose_stride2(x: Array, kernel: Array) -> Array:
-    """Equals lax.conv_transpose(x, kernel, (2, 2), 'SAME') (NHWC, HWIO, transpose_kernel=False:
-    what flax.linen.ConvTranspose computes) for a 4x4 kernel: (N, H, W, Cin) -> (N, 2H, 2W, Cout).
-
-    Forward: a sub-pixel conv (output pixel 2p + a reads inputs p - 1 + a with kernel index a and
-    p + a with index a + 2), instead of XLA's conv over the zero-dilated input. Gradients: those
-    of lax.conv_transpose, which XLA computes as a dense strided conv. (Measured per layer of the
-    SNGAN generator at batch 64, CPU ms: forward 118/111/132 -> 108/73/65; the sub-pixel form's
-    own input gradient was slower than the strided conv, 151/103/92 vs 112/87/80.)"""
-    if kernel.shape[:2] != (4, 4):
-        raise ValueError(f"conv_transpose_stride2 needs a 4x4 kernel; got {kernel.shape}")
-    return _phase_convs(x, lambda a, b, i, j: kernel[a + 2 * i, b + 2 * j])
+def _conv_transpose_stride2_cpu(x: Array, kernel: Array) -> Array:
+    """Forward: the sub-pixel conv instead of XLA's conv over the zero-dilated input. Gradients:
+    those of lax.conv_transpose (input: XLA's dense strided conv) and of the sub-pixel form
+    (kernel). (Measured per layer of the SNGAN generator at batch 64, CPU ms: forward
+    118/111/132 -> 108/73/65; the sub-pixel form's own input gradient was slower than the strided
+    conv, 151/103/92 vs 112/87/80.)"""
+    return _subpixel_transpose(x, kernel)
 
 
 def _conv_transpose_stride2_fwd(x, kernel):
-    return conv_transpose_stride2(x, kernel), (x, kernel)
-
-
-def _subpixel_transpose(x, kernel):
-    return _phase_convs(x, lambda a, b, i, j: kernel[a + 2 * i, b + 2 * j])
+    return _conv_transpose_stride2_cpu(x, kernel), (x, kernel)
 
 
 def _conv_transpose_stride2_bwd(residuals, g):
@@ -356,11 +369,57 @@ def _conv_transpose_stride2_bwd(residuals, g):
     return dx, dk
 
 
-conv_transpose_stride2.defvjp(_conv_transpose_stride2_fwd, _conv_transpose_stride2_bwd)
+_conv_transpose_stride2_cpu.defvjp(_conv_transpose_stride2_fwd, _conv_transpose_stride2_bwd)
+
+
+# --- The dispatched functions: the CPU form on the CPU, the plain form elsewhere. ---
+
+_conv_valid = xla_cpu.on_cpu(_conv_valid_cpu, _conv_valid_plain)
+_conv_same = xla_cpu.on_cpu(_conv_same_cpu, _conv_same_plain)
+_conv_stride2 = xla_cpu.on_cpu(_conv_stride2_cpu, _conv_stride2_plain)
+_conv_transpose_stride2 = xla_cpu.on_cpu(_conv_transpose_stride2_cpu,
+                                         _conv_transpose_stride2_plain)
+
+
+def conv_same(x: Array, kernel: Array) -> Array:
+    """Equals lax.conv_general_dilated(x, kernel, (1, 1), 'SAME') (NHWC, HWIO) for an odd k x k
+    kernel: (N, H, W, Cin) -> (N, H, W, Cout). On the CPU its gradients of every order are dense
+    SAME convs (input) and im2col matmuls (kernel) instead of XLA's own kernel-gradient convs;
+    elsewhere it is that lax conv."""
+    if kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
+        raise ValueError(f"conv_same needs an odd kernel; got {kernel.shape}")
+    return _conv_same(x, kernel)
+
+
+def conv_stride2(x: Array, kernel: Array) -> Array:
+    """Equals lax.conv_general_dilated(x, kernel, (2, 2), 'SAME') (NHWC, HWIO) for an even
+    k x k kernel and even H, W: (N, H, W, Cin) -> (N, H/2, W/2, Cout).
+
+    The forward pass is that strided conv everywhere. On the CPU its gradients are those of the
+    same map written as a (k/2 x k/2) VALID conv on the space-to-depth of the padded input, dense
+    stride-1 convs instead of XLA's convs over a zero-dilated output gradient; elsewhere XLA's."""
+    k = kernel.shape[0]
+    if kernel.shape[0] != kernel.shape[1] or k % 2 or x.shape[1] % 2 or x.shape[2] % 2:
+        raise ValueError(f"conv_stride2 needs an even square kernel and even sides; got kernel "
+                         f"{kernel.shape}, input {x.shape}")
+    return _conv_stride2(x, kernel)
+
+
+def conv_transpose_stride2(x: Array, kernel: Array) -> Array:
+    """Equals lax.conv_transpose(x, kernel, (2, 2), 'SAME') (NHWC, HWIO, transpose_kernel=False:
+    what flax.linen.ConvTranspose computes) for a 4x4 kernel: (N, H, W, Cin) -> (N, 2H, 2W, Cout).
+
+    On the CPU the forward pass is a sub-pixel conv (no zero-dilated input) and the gradients are
+    those of lax.conv_transpose (input) and of the sub-pixel form (kernel); elsewhere it is
+    lax.conv_transpose with XLA's gradients (cuDNN runs it as a backward-data conv)."""
+    if kernel.shape[:2] != (4, 4):
+        raise ValueError(f"conv_transpose_stride2 needs a 4x4 kernel; got {kernel.shape}")
+    return _conv_transpose_stride2(x, kernel)
 
 
 def upsample_conv3x3(x: Array, kernel: Array) -> Array:
-    """Equals the 3x3 SAME conv of upsample_nearest(x): (N, H, W, Cin) -> (N, 2H, 2W, Cout).
+    """Equals the 3x3 SAME conv of upsample_nearest(x): (N, H, W, Cin) -> (N, 2H, 2W, Cout), at
+    the low resolution on every platform (4 instead of 9 multiply-adds per output pixel).
 
     Along an axis, output 2p reads inputs (p - 1, p) with kernel rows (0, 1 + 2) and output
     2p + 1 reads (p, p + 1) with rows (0 + 1, 2)."""
@@ -371,11 +430,12 @@ def upsample_conv3x3(x: Array, kernel: Array) -> Array:
     def taps(a, b, i, j):
         return sum(kernel[r, c] for r in groups[a][i] for c in groups[b][j])
 
-    return _phase_convs(x, taps)
+    return _phase_convs(x, taps, _conv_valid)
 
 
 def conv3x3_downsample(x: Array, kernel: Array) -> Array:
-    """Equals downsample_mean(3x3 SAME conv of x): (N, H, W, Cin) -> (N, H/2, W/2, Cout).
+    """Equals downsample_mean(3x3 SAME conv of x): (N, H, W, Cin) -> (N, H/2, W/2, Cout), at the
+    low resolution on every platform (16 instead of 36 multiply-adds per output pixel).
 
     Mean pooling after the conv is a 4x4 stride-2 conv with the kernel K'[s] = (K[s] + K[s-1]) / 2
     per axis (K[-1] = K[3] = 0), padded like SAME."""
