@@ -110,6 +110,11 @@ flags.DEFINE_string("roofline_cache", "", "Section roofline: a JSON-lines file o
                     "roofline rows: steps already in it (same net, widths, parameter counts, "
                     "dtype, batch) are not compiled again, new rows are appended; builds the "
                     "tables in several short runs. Delete it when the networks change.")
+flags.DEFINE_enum("roofline_programs", "default", ["default", "cpu"],
+                  "Section roofline: which programs' costs are counted: 'default' the ones XLA "
+                  "gets on GPU/TPU (kale_jax.xla_cpu.on_cpu's plain branch, compiled here), "
+                  "'cpu' the CPU's own (with the XLA:CPU work-arounds). The CPU efficiency is "
+                  "always timed on the CPU's programs.")
 flags.DEFINE_string("markdown", "", "Section roofline: write the performance-model tables to "
                     "this markdown file (e.g. docs/performance_model.md).")
 FLAGS = flags.FLAGS
@@ -563,16 +568,27 @@ def _param_bytes(variables) -> int:
     return int(sum(4 * leaf.size for leaf in jax.tree_util.tree_leaves(variables["params"])))
 
 
-def _step_programs(net: str, runnable: bool):
+def _step_programs(net: str, runnable: bool, branch: Optional[str] = None):
     """{'energy' | 'base' | 'ula': (compiled one-device program, its arguments)} at --batch.
+
+    `branch` ('cpu' or 'default', kale_jax.xla_cpu.forced_branch) picks the programs of that
+    platform branch whatever the backend; None: this backend's own.
 
     Unless `runnable`, the programs are for their cost analysis only: compiled with LLVM's
     optimisations off (xla_backend_optimization_level=0: the same optimised HLO, so the same
     costs, in about half the compile time) and the ULA state is abstract."""
+    import contextlib  # pylint: disable=g-import-not-at-top
+    from kale_jax import xla_cpu  # pylint: disable=g-import-not-at-top
+    options = {} if runnable else {"xla_backend_optimization_level": 0}
+    with xla_cpu.forced_branch(branch) if branch else contextlib.nullcontext():
+        return _compile_step_programs(net, runnable, options)
+
+
+def _compile_step_programs(net: str, runnable: bool, options: Dict[str, Any]):
+    """_step_programs' work, traced under the caller's branch."""
     import functools  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
     from kale_jax.train import steps  # pylint: disable=g-import-not-at-top
-    options = {} if runnable else {"xla_backend_optimization_level": 0}
     spec, state, x, wrapper = _train_setup(net)
     programs = {}
     for which, fn in (("energy", steps.energy_step), ("base", steps.base_step)):
@@ -649,7 +665,8 @@ def roofline_section() -> List[Dict[str, Any]]:
                             "base": _param_bytes(gen_vars)}
         identity = {"net": net, "image_size": FLAGS.image_size, "latent": FLAGS.latent,
                     "widths": _widths(net), "params": param_bytes[net], "dtype": dtype,
-                    "variant": getattr(FLAGS, "variant", None)}
+                    "variant": getattr(FLAGS, "variant", None),
+                    "programs": FLAGS.roofline_programs}
         for batch in sorted(batches):
             timed = batch == main_batch and not FLAGS.cpu_efficiency
             keys = {step: json.dumps({**identity, "batch": batch, "step": step}, sort_keys=True)
@@ -658,17 +675,20 @@ def roofline_section() -> List[Dict[str, Any]]:
             if all(cached.values()) and all("bytes_fused" in row for row in cached.values()) \
                     and not (timed and not all("step_ms" in row for row in cached.values())):
                 kept = ("step", "dtype", "flops", "bytes", "bytes_fused", "compile_s",
-                        "cache_key", "step_ms",
+                        "cache_key", "step_ms", "cpu_flops",
                         "cpu_ms", "gflop_per_s", "matmul_fraction", "cpu_efficiency")
                 found = {step: ({k: row[k] for k in kept if k in row}, None)
                          for step, row in cached.items()}
             else:
                 with _flag_values(batch=batch, devices=1):
                     start = time.perf_counter()
-                    programs = _step_programs(net, runnable=timed)
+                    programs = _step_programs(net, runnable=False,
+                                              branch=FLAGS.roofline_programs)
                     compile_s = (time.perf_counter() - start) / len(programs)
+                    # The efficiency is timed on what runs here: the CPU's own programs.
+                    cpu_programs = _step_programs(net, runnable=True) if timed else {}
                 found = {}
-                for step, (compiled, args) in programs.items():
+                for step, (compiled, _) in programs.items():
                     cost = roofline.cost_of(compiled)
                     if cost["flops"] is None or cost["bytes"] is None:
                         raise RuntimeError(f"XLA reported no cost for the {net} {step} step: "
@@ -679,18 +699,21 @@ def roofline_section() -> List[Dict[str, Any]]:
                            "compile_s": round(compile_s, 2),
                            "cache_key": keys[step]}
                     if timed:
-                        jax.block_until_ready(compiled(*args))  # warm-up
+                        run, args = cpu_programs[step]
+                        cpu_flops = roofline.cost_of(run)["flops"]
+                        jax.block_until_ready(run(*args))  # warm-up
                         wall, cpu_s = _timed(
-                            lambda c=compiled, a=args: jax.block_until_ready(c(*a)),
+                            lambda c=run, a=args: jax.block_until_ready(c(*a)),
                             FLAGS.repeats)
                         row.update(step_ms=round(wall * 1e3, 1), cpu_ms=round(cpu_s * 1e3, 1),
-                                   **_flop_fields(cost["flops"], wall))
+                                   cpu_flops=cpu_flops, **_flop_fields(cpu_flops, wall))
                     found[step] = (row, keys[step])
             for step, (row, new_key) in found.items():
                 row = dict(row)
                 if batch == main_batch:
                     row["cpu_efficiency"] = FLAGS.cpu_efficiency or _significant(min(
-                        1.0, row["flops"] / (row["cpu_ms"] / 1e3) / cpu_rate), 3)
+                        1.0, row.get("cpu_flops", row["flops"]) / (row["cpu_ms"] / 1e3)
+                        / cpu_rate), 3)
                     efficiency[f"{net}/{step}"] = row["cpu_efficiency"]
                 costs.append({"net": net, "step": step, "batch": batch,
                               "flops": row["flops"], "bytes": row["bytes"],
@@ -730,8 +753,17 @@ def roofline_section() -> List[Dict[str, Any]]:
                      f"the {FLAGS.matmul_size}^3 float32 matmul under XLA "
                      f"({cpu_rate / 1e9:.1f} GFLOP per CPU-second): CPU time, not wall time, so "
                      "that other jobs on a shared machine do not bias it") + ".",
+                 "Programs: " + (
+                     "the ones XLA gets off the CPU (kale_jax.xla_cpu.on_cpu's plain branch: "
+                     "XLA's own convolution gradients, none of the XLA:CPU work-arounds of "
+                     "kale_jax.networks.common), compiled here; the cpu rows count them too"
+                     if FLAGS.roofline_programs == "default" else
+                     "the CPU's own (with the XLA:CPU work-arounds), for every device")
+                 + "; the CPU efficiency divides the FLOPs of the CPU's own programs, which "
+                 "ran, by their CPU time.",
                  "Networks: " + ", ".join(
-                     f"{net} (energy {param_bytes[net]['energy'] // 4:,} parameters, generator "
+                     f"{net} (energy {param_bytes[net]['energy'] // 4 - 1:,} parameters and A, "
+                     f"generator "
                      f"{param_bytes[net]['base'] // 4:,})" for net in param_bytes)
                  + f"; {FLAGS.image_size}x{FLAGS.image_size}x3 images, latent {FLAGS.latent}; "
                  "criterion 'kale' with the gradient penalty; the 'ula' step is one unadjusted "
