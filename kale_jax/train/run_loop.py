@@ -223,16 +223,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str, spec: RunSpec, train
     results = None
     try:
         with stop_on_write_failure(workdir, checkpoints):
-            if is_lead:
-                storage.write_atomically(os.path.join(workdir, "config.json"),
-                                         config.to_json_best_effort(indent=2),
-                                         what="config.json")
-            writer = outputs.MetricWriter(
-                workdir, tensorboard=config.train.get("tensorboard", True), enabled=is_lead)
-            # Records after the checkpoint (all of them on a fresh start) are from an attempt
-            # that stopped before saving; the steps will be logged again.
-            writer.truncate_after(latest or 0)
-            writer.write_config(latest or 0, config.to_json_best_effort(indent=2))
+            with sharing_failure(step):  # process 0 alone writes these
+                if is_lead:
+                    storage.write_atomically(os.path.join(workdir, "config.json"),
+                                             config.to_json_best_effort(indent=2),
+                                             what="config.json")
+                writer = outputs.MetricWriter(
+                    workdir, tensorboard=config.train.get("tensorboard", True), enabled=is_lead)
+                # Records after the checkpoint (all of them on a fresh start) are from an attempt
+                # that stopped before saving; the steps will be logged again.
+                writer.truncate_after(latest or 0)
+                writer.write_config(latest or 0, config.to_json_best_effort(indent=2))
             batches = data.train_batches(
                 config.data, batch_size=config.train.batch_size, seed=config.seed,
                 start_step=data_step, process_index=jax.process_index(),
