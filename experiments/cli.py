@@ -14,6 +14,8 @@ Exit statuses of the binaries:
   3  training diverged (kale_jax.errors.NonFiniteError)
   4  a write to the workdir failed, e.g. a full disk (kale_jax.errors.StorageError); rerunning
      the same command once there is space resumes from the last complete checkpoint
+In a job of several processes, an error on one process stops the others with the same status
+(kale_jax.errors.JobFailedError, whose line names the failed process).
 """
 import difflib
 import functools

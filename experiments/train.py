@@ -22,7 +22,9 @@ on one machine, or hosts without a TPU/SLURM/MPI environment), name it on every 
 --coordinator_address=HOST:PORT (process 0's host and a free port), --num_processes=N and
 --process_id=I (0 <= I < N), optionally --local_device_ids=0,1. Only process 0 writes metrics,
 pictures and config.json and holds the workdir lock; checkpoints are written by all processes
-together; a SIGTERM / SIGINT on any process makes every process save the same step and exit 0.
+together; a SIGTERM / SIGINT on any process makes every process save the same step and exit 0,
+and an error on one process (e.g. process 0's write on a full disk) stops every process at the
+same step with that process's exit status.
 """
 import sys
 

@@ -1,5 +1,5 @@
 """Errors a user can fix. The binaries print them as one line on stderr and exit with status 2
-(NonFiniteError: status 3; StorageError: status 4).
+(NonFiniteError: status 3; StorageError: status 4; JobFailedError: the failed process's status).
 
 Anything else that escapes a binary is an internal error and keeps its traceback. Each message
 names what is wrong (config key and value, file path) and the fix (allowed values, the command
@@ -49,3 +49,24 @@ class StorageError(UserError, OSError):
     """
 
     exit_status = 4
+
+
+class JobFailedError(UserError):
+    """Another process of a multi-process job failed, and this one stopped with it.
+
+    Raised on every process but the failing one, at the step boundary where the processes agreed
+    to stop (kale_jax.train.stop). The message names the failed process, its exit status and the
+    last complete checkpoint; the binaries exit with that same status, so every process of the job
+    reports the same one.
+
+    Args:
+      message: the one-line message.
+      exit_status: the failed process's exit status.
+    """
+
+    MEANING = {2: "a user error", 3: "training diverged",
+               4: "a write to the workdir failed"}
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status

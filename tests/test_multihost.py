@@ -71,14 +71,19 @@ class Job:
                     cwd=REPO, env=_env(env, workdir, self.audit_logs[i]),
                     stdout=subprocess.DEVNULL, stderr=log))
         self.logs = None
+        self.ended = [None] * num_processes  # time.monotonic() when each process was seen gone
 
     def finish(self, timeout: float = TIMEOUT, status: int = 0) -> list:
-        """Waits for every process; asserts exit status `status`; returns their logs (stderr)."""
+        """Waits for every process (noting when each exits, to 0.05 s); asserts exit status
+        `status`; returns their logs (stderr)."""
         if self.logs is None:
             deadline = time.monotonic() + timeout
             try:
-                for process in self.processes:
-                    process.wait(timeout=max(1.0, deadline - time.monotonic()))
+                while None in self.ended and time.monotonic() < deadline:
+                    for i, process in enumerate(self.processes):
+                        if self.ended[i] is None and process.poll() is not None:
+                            self.ended[i] = time.monotonic()
+                    time.sleep(0.05)
             finally:
                 self.kill()
             self.logs = []
@@ -166,13 +171,17 @@ def _wait_for_rows(job: Job, timeout: float = TIMEOUT) -> None:
 def preempted_job(env, tmp_path_factory):
     """configs/test.py (global batch 16: 8 rows per process) as a 2-process job, one CPU device
     each, asked for 100000 base steps and sent SIGTERM on process 1 only once it trains; then
-    the same job rerun for 2 steps past the stop, and beside it one process on one device
-    training as many steps from scratch.
+    the same job rerun with every write failing from the step after the stop on
+    (config.debug.full_disk_at_step: only process 0 writes anything but checkpoints, and no
+    checkpoint is due, so only process 0 meets the failure); then the job rerun without the
+    fault for 2 steps past the stop, and beside it one process on one device training as many
+    steps from scratch.
 
     While the first run trains, a second 2-process job is started on the same workdir (busy).
 
-    Returns a dict: stopped / resumed (the two 2-process Jobs, finished), alone (the 1-process
-    Job), busy (the second job, finished with status 2), stop_step, num_steps.
+    Returns a dict: stopped / faulted / resumed (the three 2-process Jobs, finished; faulted with
+    status 4), alone (the 1-process Job), busy (the second job, finished with status 2),
+    stop_step, num_steps.
     """
     root = tmp_path_factory.mktemp("multihost")
     workdir = str(root / "two")
@@ -192,6 +201,10 @@ def preempted_job(env, tmp_path_factory):
     found = re.search(r"Stopped by signal at step (\d+)", logs[0])
     assert found, logs[0][-3000:]
     stop_step = int(found.group(1))
+    faulted = Job(env, workdir, "--config.train.num_steps=100000",
+                  f"--config.debug.full_disk_at_step={stop_step + 1}", *OVERRIDES,
+                  name="faulted")
+    faulted.finish(status=4)
     num_steps = stop_step + 2
     resumed = Job(env, workdir, f"--config.train.num_steps={num_steps}", *OVERRIDES,
                   name="resumed")
@@ -203,8 +216,8 @@ def preempted_job(env, tmp_path_factory):
     finally:
         resumed.kill()
         alone.kill()
-    return dict(stopped=stopped, resumed=resumed, alone=alone, busy=busy, stop_step=stop_step,
-                num_steps=num_steps)
+    return dict(stopped=stopped, faulted=faulted, resumed=resumed, alone=alone, busy=busy,
+                stop_step=stop_step, num_steps=num_steps)
 
 
 def test_sigterm_to_one_process_stops_both_at_the_same_step(preempted_job):
@@ -231,6 +244,35 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(preempted_job):
     ckpt.close()
     steps = [r["step"] for r in _metrics(workdir) if "energy_loss" in r]
     assert steps == list(range(1, num_steps + 1))  # each step once, over both runs
+
+
+def test_a_write_failure_on_process_zero_stops_every_process(preempted_job):
+    """Process 0's write of a metrics row fails (full disk) at the step after the resume: both
+    processes leave at the same step boundary, soon after, and exit 4 (Job.finish) at about the
+    same time (jax's own abort of a process left in a collective comes only after its ~100 s
+    heartbeat timeout, with status 134), each with one error line and no traceback: process 0's
+    names the failed write, process 1's names process 0 and its status. Nothing half-written is
+    left (no temporary checkpoint directory; metrics.jsonl, read by the resume tests above, has
+    whole lines only), and the rerun resumes from the stop's checkpoint (tested above)."""
+    faulted, stop_step = preempted_job["faulted"], preempted_job["stop_step"]
+    logs = faulted.logs
+    assert abs(faulted.ended[0] - faulted.ended[1]) < 20, faulted.ended  # 2-core load: seconds
+    errors = [[line for line in log.splitlines() if line.startswith("error: ")] for log in logs]
+    for log, lines in zip(logs, errors):
+        assert len(lines) == 1 and "Traceback" not in log, log[-3000:]
+    assert "cannot write a metrics row" in errors[0][0], errors[0]
+    assert "No space left on device" in errors[0][0]
+    assert f"last complete checkpoint: step {stop_step} in" in errors[0][0]
+    assert f"Process 0 failed at step {stop_step + 1} (exit status 4)" in logs[0]
+    assert ("process 0 of 2 failed with exit status 4 (a write to the workdir failed)"
+            in errors[1][0]), errors[1]
+    assert f"Last complete checkpoint: step {stop_step} in" in errors[1][0]
+    # The failure is shared through the step boundaries' reduction, read one boundary late:
+    # launched at the boundary after the failure, read at the one after that.
+    found = re.search(r"this process stopped with it at step (\d+)", errors[1][0])
+    assert found and int(found.group(1)) == stop_step + 3, errors[1]
+    directory = os.path.join(faulted.workdir, "checkpoints")
+    assert not [n for n in os.listdir(directory) if checkpoint.TMP_MARK in n]
 
 
 def test_two_processes_train_as_one_job(preempted_job):
@@ -280,7 +322,8 @@ def test_only_process_zero_writes_outputs_and_holds_the_lock(preempted_job):
     lock; process 1 wrote nothing in the workdir through Python (checkpoints are written by
     both, through orbax) and did not fail on the lock."""
     two = preempted_job["resumed"]
-    lead, other = (preempted_job["stopped"].written(i) | two.written(i) for i in (0, 1))
+    lead, other = (preempted_job["stopped"].written(i) | preempted_job["faulted"].written(i)
+                   | two.written(i) for i in (0, 1))
     assert {".lock", "metrics.jsonl", "config.json"} <= lead, sorted(lead)
     assert any(p.startswith("samples" + os.sep) for p in lead), sorted(lead)
     outside_checkpoints = {p for p in other if not p.startswith("checkpoints")}

@@ -7,7 +7,9 @@ config.debug (configs/default.py; all off by default):
   nan_at_step        base step k (1, 2, ...) runs with NaN parameters (`poison` applied before it)
   sleep_per_step_s   sleep this long after each step (tests land signals mid-run)
   full_disk_at_step  every workdir write from step k on fails with ENOSPC
-                     (kale_jax.storage.simulate_full_disk; the run loop switches it off on exit)
+                     (kale_jax.storage.simulate_full_disk; the run loop switches it off on exit),
+                     on every process of a job: as a shared disk would, it fails process 0's
+                     metrics and pictures, and every process's checkpoint saves
 Without config.debug, or with every switch off, `install` returns the iteration unchanged.
 """
 from __future__ import annotations

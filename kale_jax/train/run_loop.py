@@ -21,6 +21,15 @@ SIGTERM / SIGINT (at a step boundary every process agrees on: kale_jax.train.sto
 one line naming the last committed checkpoint (a run of several processes first logs each
 process's state fingerprint). Tests' fault injection (config.debug) wraps the iteration
 (kale_jax.train.faults).
+
+Failures in a run of several processes: one process alone raising (process 0's write of a
+metrics row on a full disk) would leave the others waiting in the next collective until jax
+aborts them. So inside the loop such an error (storage.WriteFailed or a UserError) is held
+(`stop.fail`): the failing process writes nothing more and evaluates no more, but keeps taking
+part in the steps until the processes agree (one or two boundaries later, and always before a
+collective save, which every process enters or none) and all leave at the same boundary; the
+failing process then raises its error (exit status 4 for a write), the others JobFailedError
+naming it, with the same exit status. One process raises at once, as it always has.
 """
 from __future__ import annotations
 
@@ -38,7 +47,8 @@ from absl import logging
 
 from kale_jax import checkpoint as checkpoint_lib
 from kale_jax import data, storage, workdir_lock
-from kale_jax.errors import CheckpointError, NonFiniteError
+from kale_jax.errors import (CheckpointError, JobFailedError, NonFiniteError, StorageError,
+                             UserError)
 from kale_jax.train import faults, outputs, parallel
 from kale_jax.train import stop as stop_lib
 from kale_jax.train import validate as validate_lib
@@ -155,9 +165,47 @@ def _train(config: ml_collections.ConfigDict, workdir: str, spec: RunSpec, train
         if not checkpoint_lib.all_finite(trainer.parallel.local_copy(state)):
             raise diverged(f"non-finite {spec.checked} at {spec.step_word} {at}; {what}")
 
+    several = jax.process_count() > 1
+    held = []  # this process's error, held until every process agrees to stop (several only)
+
+    @contextlib.contextmanager
+    def sharing_failure(at: int):
+        """Within: a write failure or user error is raised (one process), or held and signalled
+        to the others (several processes: see the module docstring)."""
+        try:
+            yield
+        except (storage.WriteFailed, UserError) as error:
+            if not several:
+                raise
+            if not held:
+                held.append(error)
+                status = (StorageError.exit_status if isinstance(error, storage.WriteFailed)
+                          else getattr(error, "exit_status", 2))
+                stop.fail(status)
+                logging.warning("Process %d failed at step %d (exit status %d): stopping every "
+                                "process at the next step boundary they agree on.",
+                                jax.process_index(), at, status)
+
     def save(at: int) -> None:
-        check_finite(at, "not saved")
-        checkpoints.save(at, trainer.parallel.unreplicate(state), metadata=metadata)
+        with sharing_failure(at):
+            check_finite(at, "not saved")
+        if several and stop.agree():  # every process enters a collective save, or none does
+            return
+        with sharing_failure(at):
+            checkpoints.save(at, trainer.parallel.unreplicate(state), metadata=metadata)
+
+    def job_failed(at: int) -> JobFailedError:
+        """The error of a process that stops because another one failed (stop.failed)."""
+        process, status = stop.failed
+        with contextlib.suppress(storage.WriteFailed):
+            checkpoints.wait()  # committed, or discarded
+        return JobFailedError(
+            f"process {process} of {jax.process_count()} failed with exit status {status} "
+            f"({JobFailedError.MEANING.get(status, 'see its log')}); this process stopped with "
+            f"it at step {at}. Last complete checkpoint: "
+            f"{describe(checkpoints.committed_step, checkpoints.directory)}. Process {process}'s "
+            "error line names the cause and the fix; then rerun the same command on every "
+            "process: it resumes from there", status)
 
     def evaluate_now(at: int) -> Dict[str, float]:
         check_finite(at, "not evaluated")
@@ -175,16 +223,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str, spec: RunSpec, train
     results = None
     try:
         with stop_on_write_failure(workdir, checkpoints):
-            if is_lead:
-                storage.write_atomically(os.path.join(workdir, "config.json"),
-                                         config.to_json_best_effort(indent=2),
-                                         what="config.json")
-            writer = outputs.MetricWriter(
-                workdir, tensorboard=config.train.get("tensorboard", True), enabled=is_lead)
-            # Records after the checkpoint (all of them on a fresh start) are from an attempt
-            # that stopped before saving; the steps will be logged again.
-            writer.truncate_after(latest or 0)
-            writer.write_config(latest or 0, config.to_json_best_effort(indent=2))
+            with sharing_failure(step):  # process 0 alone writes these
+                if is_lead:
+                    storage.write_atomically(os.path.join(workdir, "config.json"),
+                                             config.to_json_best_effort(indent=2),
+                                             what="config.json")
+                writer = outputs.MetricWriter(
+                    workdir, tensorboard=config.train.get("tensorboard", True), enabled=is_lead)
+                # Records after the checkpoint (all of them on a fresh start) are from an attempt
+                # that stopped before saving; the steps will be logged again.
+                writer.truncate_after(latest or 0)
+                writer.write_config(latest or 0, config.to_json_best_effort(indent=2))
             batches = data.train_batches(
                 config.data, batch_size=config.train.batch_size, seed=config.seed,
                 start_step=data_step, process_index=jax.process_index(),
@@ -194,27 +243,39 @@ def _train(config: ml_collections.ConfigDict, workdir: str, spec: RunSpec, train
             while step < num_steps:
                 state, step_metrics = iterate(state, step, batches)
                 step += 1
-                checkpoints.poll()  # a save that failed in the background stops the run here
+                with sharing_failure(step):
+                    checkpoints.poll()  # a save that failed in the background stops the run here
                 stopping = stop.poll()  # the same answer on every process
-                if step % config.train.log_every == 0 or step == num_steps or stopping:
-                    scalars = trainer.host_metrics(step_metrics)
-                    bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
-                    if bad:
-                        raise diverged(f"non-finite {bad} at {spec.step_word} {step}")
-                    text, rate = progress.line(step, scalars)
-                    logging.info(text)
-                    scalars["steps_per_sec"] = rate
-                    writer.write(step, scalars)
+                if stop.failed:
+                    break  # a process failed: every process leaves at this boundary
+                if not held and (step % config.train.log_every == 0 or step == num_steps
+                                 or stopping):
+                    with sharing_failure(step):
+                        scalars = trainer.host_metrics(step_metrics)
+                        bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
+                        if bad:
+                            raise diverged(f"non-finite {bad} at {spec.step_word} {step}")
+                        text, rate = progress.line(step, scalars)
+                        logging.info(text)
+                        scalars["steps_per_sec"] = rate
+                        writer.write(step, scalars)
                 if stopping:
                     break  # save below at once: preemption leaves little time for evaluation
-                if step % config.train.eval_every == 0 or step == num_steps:
-                    results = evaluate_now(step)
+                if not held and (step % config.train.eval_every == 0 or step == num_steps):
+                    with sharing_failure(step):
+                        results = evaluate_now(step)
                 if step % config.train.checkpoint_every == 0 or step == num_steps:
                     save(step)
-            if stop.stopping:
+                    if stop.failed:
+                        break
+            if stop.stopping and not stop.failed:
                 save(step)
-            elif results is None and not _has_final_eval(workdir, num_steps,
-                                                         spec.final_eval_key):
+            if several:
+                stop.agree()  # a failure held at the last boundary (its save included)
+            if stop.failed:
+                raise held[0] if held else job_failed(step)
+            if not stop.stopping and results is None and not _has_final_eval(
+                    workdir, num_steps, spec.final_eval_key):
                 results = evaluate_now(num_steps)  # resumed a run stopped before its last eval
             checkpoints.wait()
             writer.close()

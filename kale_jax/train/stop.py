@@ -21,6 +21,16 @@ dispatched after it, so the host still prepares the next step while the devices 
 stop lands one or two steps after the signal. Every process launches exactly one reduction per
 boundary and reads them in order, so the collectives always pair up.
 
+Failures travel the same way. A process that hits an error on its own (process 0's write of a
+metrics row fails on a full disk: only process 0 writes metrics) must not leave alone, or the
+others wait in the next collective until jax aborts them. It calls `fail(status)` instead and
+goes on taking part in the collectives; its flag then carries the failure, encoded above any stop
+request as (status << 16) | (0xFFFF - process index), so the max names the largest status and,
+among equal statuses, the lowest process. When the reduction shows it, `failed` holds (process,
+status) on every process, at the same boundary, and all leave the loop there. A collective save
+must not be entered by one process only, so before each save the processes `agree` (the same
+reduction, read at once) whether any has failed.
+
 Why not JAX's preemption sync point (multihost_utils.reached_preemption_sync_point, enabled by
 jax_enable_preemption_service): it learns of a preemption from the coordination service's own
 SIGTERM notifier, which does not see SIGINT and competes with Python's handlers for SIGTERM; the
@@ -38,6 +48,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
+_FAILED = 1 << 16  # reduced values from here up carry a failure (see the module docstring)
+
 
 class StopSignal:
     """The stop flag of one process and its agreement with the others.
@@ -48,6 +60,8 @@ class StopSignal:
     Attributes:
       requested: a signal reached this process.
       stopping: the processes agreed to stop (the last value `poll` returned).
+      failed: (process index, exit status) of a failure the processes agreed on (the lowest
+        process among those with the largest status), or None.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -55,6 +69,8 @@ class StopSignal:
     def __init__(self, mesh: Optional[jax.sharding.Mesh] = None):
         self.requested = False
         self.stopping = False
+        self.failed = None
+        self._status = 0  # exit status of this process's own failure (0: none)
         self._previous = None
         self._pending: Optional[jax.Array] = None  # the reduction of the last boundary
         self._reduce = None
@@ -92,20 +108,60 @@ class StopSignal:
 
         Returns:
           one process: `requested`. Several: whether any process had its flag set at the
-          previous boundary (the same answer on every process). Once True, stays True.
+          previous boundary (the same answer on every process). Once True, stays True. A failure
+          read here sets `failed` instead (check it first: leave the loop without saving).
         """
-        if self._reduce is None or self.stopping:
+        if self._reduce is None or self.stopping or self.failed is not None:
             self.stopping = self.stopping or self.requested
             return self.stopping
-        previous, self._pending = self._pending, self._launch(self.requested)
-        if previous is not None and int(np.asarray(previous.addressable_data(0))):
-            self.stopping = True
-            if not self.requested:
-                logging.warning("Another process received a stop signal: saving a checkpoint "
-                                "and stopping at this step boundary with every process.")
+        previous, self._pending = self._pending, self._launch(self._code())
+        if previous is not None:
+            value = int(np.asarray(previous.addressable_data(0)))
+            if value >= _FAILED:
+                self._decode_failure(value)
+            elif value:
+                self.stopping = True
+                if not self.requested:
+                    logging.warning("Another process received a stop signal: saving a "
+                                    "checkpoint and stopping at this step boundary with every "
+                                    "process.")
         return self.stopping
 
-    def _launch(self, flag: bool) -> jax.Array:
+    # ------------------------------------------------------------------------------- failures
+    def fail(self, status: int) -> None:
+        """Marks this process as failed with exit status `status` (2 .. 32767); the others learn
+        of it through `poll` or `agree`. The first failure counts."""
+        if not 2 <= status < 1 << 15:
+            raise ValueError(f"exit status {status} is not in 2 .. 32767")
+        self._status = self._status or status
+        if self._reduce is None:  # one process: nobody else to tell
+            self.failed = self.failed or (jax.process_index(), self._status)
+
+    def agree(self) -> bool:
+        """Whether any process has failed, read now (blocks until every process asks); call it
+        on every process before each collective save. Sets `failed`. Stop requests are left to
+        `poll`.
+
+        Returns:
+          one process: whether it failed itself (nothing is dispatched). Several: whether any
+          process had called `fail` (the same answer on every process).
+        """
+        if self._reduce is not None and self.failed is None:
+            value = int(np.asarray(self._launch(self._code()).addressable_data(0)))
+            if value >= _FAILED:
+                self._decode_failure(value)
+        return self.failed is not None
+
+    def _code(self) -> int:
+        """This process's contribution to the reduction: 0, 1 (stop requested) or a failure."""
+        if self._status:
+            return self._status << 16 | (0xFFFF - jax.process_index())
+        return int(self.requested)
+
+    def _decode_failure(self, value: int) -> None:
+        self.failed = (0xFFFF - (value & 0xFFFF), value >> 16)
+
+    def _launch(self, flag: int) -> jax.Array:
         """Starts max over processes of `flag` (asynchronous; a replicated int32 scalar)."""
         local = np.full((self._num_local,), int(flag), np.int32)
         flags = jax.make_array_from_process_local_data(self._flags_sharding, local)
