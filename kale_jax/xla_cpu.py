@@ -13,7 +13,7 @@ work-around can be deleted, are in docs/performance.md ("XLA:CPU work-arounds"):
   kale_jax.mcmc.noise calls that instead (same bits, tested in tests/test_xla_cpu.py).
 * `on_cpu`: picks a CPU work-around on the CPU and the plain form on every other platform, when
   the program is lowered (`jax.lax.platform_dependent`). kale_jax.networks.common uses it for its
-  convolution gradients (im2col kernel gradients, dense adjoint-kernel input gradients,
+  convolution gradients (kernel gradients, dense adjoint-kernel input gradients,
   space-to-depth stride-2 gradients, sub-pixel transposed convs): on GPU and TPU XLA's own
   convolution gradients are the fast path. `forced_branch` runs either branch on any platform
   (tests, and measuring a work-around's gain on the CPU).

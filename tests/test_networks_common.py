@@ -193,3 +193,26 @@ def test_cpu_program_is_the_work_around_alone():
         assert texts[0].count(op) == texts[1].count(op) > 0, op
     for a, b in zip(jax.tree.leaves(dispatched(*inputs)), jax.tree.leaves(alone(*inputs))):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["same", "stride2"])
+def test_cpu_kernel_gradient_is_xla_conv_and_matches_plain_to_second_order(name):
+    """On the CPU the 3x3 SAME and 4x4 stride-2 convs take XLA's own kernel-gradient conv (no
+    im2col matmul), and its derivative in the input matches the plain form's."""
+    fast, plain, k = REFERENCES[name]
+    kx, kk, kw = jax.random.split(jax.random.key(6), 3)
+    x = jax.random.normal(kx, (2, 8, 6, 3))
+    kernel = 0.3 * jax.random.normal(kk, (k, k, 3, 5))
+    w = jax.random.normal(kw, kernel.shape)
+
+    def mixed(conv, v):
+        dk = jax.grad(lambda kern: jnp.sum(jnp.tanh(conv(v, kern))))(kernel)
+        return jnp.sum(w * dk)
+
+    with xla_cpu.forced_branch("cpu"):
+        text = jax.jit(jax.grad(lambda kern: jnp.sum(fast(x, kern)))).lower(kernel).as_text()
+        got = jax.value_and_grad(lambda v: mixed(fast, v))(x)
+    assert _count(text, "dot_general") == 0 and _count(text, "convolution") >= 1
+    want = jax.value_and_grad(lambda v: mixed(plain, v))(x)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

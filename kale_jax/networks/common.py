@@ -7,8 +7,9 @@ computing the plain lax form's values and gradients of every order up to float s
 * on every platform, the algorithmic ones: upsample-then-conv and conv-then-pool at the low
   resolution (2.25x fewer multiply-adds);
 * on the CPU only, chosen when the program is lowered (`kale_jax.xla_cpu.on_cpu`), the XLA:CPU
-  work-arounds: custom VJPs with im2col kernel gradients and dense adjoint-kernel input
-  gradients, space-to-depth stride-2 gradients, sub-pixel transposed convs. On GPU and TPU the
+  work-arounds: custom VJPs with dense adjoint-kernel input gradients and kernel gradients
+  (XLA's own kernel-gradient convs for the SAME and stride-2 convs, im2col matmuls for the VALID
+  ones), space-to-depth stride-2 gradients, sub-pixel transposed convs. On GPU and TPU the
   plain lax forms and XLA's own gradients run instead (the im2col patches, k*k times an
   activation, would be pure memory traffic there). docs/performance.md gives the reasons.
 """
@@ -183,8 +184,10 @@ def uniform_variance_scaling(scale: float, mode: str) -> Callable:
 # XLA:CPU work-arounds, on the CPU only (kale_jax.xla_cpu.on_cpu picks them when the program is
 # lowered for the CPU; every other platform gets the plain lax form and XLA's own gradients,
 # which cuDNN and the TPU compiler run well and which write no im2col patches):
-#   * every conv has a custom VJP: input gradients as dense convs with the adjoint kernel, kernel
-#     gradients as im2col matmuls (XLA:CPU ran its own kernel-gradient convs single-threaded);
+#   * every conv has a custom VJP: input gradients as dense convs with the adjoint kernel; kernel
+#     gradients as XLA's own kernel-gradient convs for the SAME and stride-2 convs (XLA:CPU runs
+#     those 2-2.5x faster than im2col), as im2col matmuls for the VALID convs (their XLA
+#     kernel-gradient convs run 4x to 40x slower than im2col);
 #   * stride-2 conv gradients from the same map written as a (k/2 x k/2) VALID conv on the
 #     space-to-depth of the padded input (XLA convolves a zero-dilated output gradient);
 #   * stride-2 transposed convs as a sub-pixel conv (XLA convolves a zero-dilated input).
@@ -223,14 +226,26 @@ def _adjoint_kernel(kernel: Array) -> Array:
 
 def _kernel_grad(x: Array, g: Array, kh: int, kw: int) -> Array:
     """d(sum g * VALID conv(x, K)) / dK as one matmul of image patches (im2col) with g: x
-    (N, Ho + kh - 1, Wo + kw - 1, Cin), g (N, Ho, Wo, Cout) -> (kh, kw, Cin, Cout). XLA:CPU runs
-    the kernel-gradient convs it derives itself on a slow path (4x a forward conv's time, and
-    ~3 GFLOP/s for the second-order ones of the gradient penalty)."""
+    (N, Ho + kh - 1, Wo + kw - 1, Cin), g (N, Ho, Wo, Cout) -> (kh, kw, Cin, Cout). For the VALID
+    convs, whose kernel-gradient convs XLA:CPU runs on a slow path (docs/performance.md)."""
     n, ho, wo, cout = g.shape
     cin = x.shape[-1]
     patches = jnp.stack([x[:, i:i + ho, j:j + wo] for i in range(kh) for j in range(kw)], axis=3)
     grad = patches.reshape(n * ho * wo, kh * kw * cin).T @ g.reshape(n * ho * wo, cout)
     return grad.reshape(kh, kw, cin, cout)
+
+
+def _xla_kernel_grad(conv: Callable[[Array, Array], Array], x: Array, kernel: Array,
+                     g: Array) -> Array:
+    """d(sum g * conv(x, K)) / dK as XLA's own kernel-gradient conv (jax's transpose rule).
+
+    Args:
+      conv: the plain conv (x, K) -> y, padding inside the conv ('SAME' or strided).
+      x, kernel, g: its input, kernel and the output gradient.
+    Returns:
+      The kernel gradient, of the kernel's shape. XLA:CPU runs it 2-2.5x faster than im2col
+      for the SAME 3x3 and stride-2 4x4 convs (docs/performance.md, "Kernel gradients")."""
+    return jax.vjp(lambda k: conv(x, k), kernel)[1](g)[0]
 
 
 @jax.custom_vjp
@@ -255,8 +270,8 @@ _conv_valid_cpu.defvjp(_conv_valid_fwd, _conv_valid_bwd)
 
 @jax.custom_vjp
 def _conv_same_cpu(x: Array, kernel: Array) -> Array:
-    """SAME stride-1 conv (odd kernel) whose gradients of every order are dense SAME convs
-    (input) and im2col matmuls (kernel) instead of XLA's own kernel-gradient convs."""
+    """SAME stride-1 conv (odd kernel) whose input gradients of every order are dense SAME convs
+    with the adjoint kernel; kernel gradients XLA's own (a SAME kernel-gradient conv)."""
     return _conv(x, kernel, "SAME")
 
 
@@ -266,9 +281,8 @@ def _conv_same_fwd(x, kernel):
 
 def _conv_same_bwd(residuals, g):
     x, kernel = residuals
-    kh, kw = kernel.shape[:2]
-    padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-    return _conv_same_cpu(g, _adjoint_kernel(kernel)), _kernel_grad(padded, g, kh, kw)
+    return _conv_same_cpu(g, _adjoint_kernel(kernel)), _xla_kernel_grad(_conv_same_plain, x,
+                                                                         kernel, g)
 
 
 _conv_same_cpu.defvjp(_conv_same_fwd, _conv_same_bwd)
@@ -295,10 +309,11 @@ def _conv_stride2_dense(x: Array, kernel: Array) -> Array:
 
 @jax.custom_vjp
 def _conv_stride2_cpu(x: Array, kernel: Array) -> Array:
-    """XLA's strided forward conv (XLA:CPU runs it well) with the gradients of
+    """XLA's strided forward conv (XLA:CPU runs it well) with the input gradient of
     _conv_stride2_dense: dense stride-1 convs instead of XLA's convs over a zero-dilated output
     gradient (measured on the SNGAN energy's first stride-2 conv at batch 64: input gradient
-    116 -> 40 ms CPU)."""
+    116 -> 40 ms CPU); the kernel gradient is XLA's own strided one (2x faster than im2col of
+    the space-to-depth form, docs/performance.md)."""
     return _conv_stride2_plain(x, kernel)
 
 
@@ -308,8 +323,8 @@ def _conv_stride2_fwd(x, kernel):
 
 def _conv_stride2_bwd(residuals, g):
     x, kernel = residuals
-    _, pullback = jax.vjp(_conv_stride2_dense, x, kernel)
-    return pullback(g)
+    dx = jax.vjp(lambda v: _conv_stride2_dense(v, kernel), x)[1](g)[0]
+    return dx, _xla_kernel_grad(_conv_stride2_plain, x, kernel, g)
 
 
 _conv_stride2_cpu.defvjp(_conv_stride2_fwd, _conv_stride2_bwd)
@@ -383,9 +398,9 @@ _conv_transpose_stride2 = xla_cpu.on_cpu(_conv_transpose_stride2_cpu,
 
 def conv_same(x: Array, kernel: Array) -> Array:
     """Equals lax.conv_general_dilated(x, kernel, (1, 1), 'SAME') (NHWC, HWIO) for an odd k x k
-    kernel: (N, H, W, Cin) -> (N, H, W, Cout). On the CPU its gradients of every order are dense
-    SAME convs (input) and im2col matmuls (kernel) instead of XLA's own kernel-gradient convs;
-    elsewhere it is that lax conv."""
+    kernel: (N, H, W, Cin) -> (N, H, W, Cout). On the CPU its input gradients of every order are
+    dense SAME convs with the adjoint kernel, its kernel gradient XLA's own; elsewhere it is that
+    lax conv with XLA's gradients."""
     if kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
         raise ValueError(f"conv_same needs an odd kernel; got {kernel.shape}")
     return _conv_same(x, kernel)
@@ -395,9 +410,10 @@ def conv_stride2(x: Array, kernel: Array) -> Array:
     """Equals lax.conv_general_dilated(x, kernel, (2, 2), 'SAME') (NHWC, HWIO) for an even
     k x k kernel and even H, W: (N, H, W, Cin) -> (N, H/2, W/2, Cout).
 
-    The forward pass is that strided conv everywhere. On the CPU its gradients are those of the
-    same map written as a (k/2 x k/2) VALID conv on the space-to-depth of the padded input, dense
-    stride-1 convs instead of XLA's convs over a zero-dilated output gradient; elsewhere XLA's."""
+    The forward pass is that strided conv everywhere. On the CPU its input gradient is that of
+    the same map written as a (k/2 x k/2) VALID conv on the space-to-depth of the padded input,
+    dense stride-1 convs instead of XLA's convs over a zero-dilated output gradient, and its
+    kernel gradient XLA's own; elsewhere XLA's gradients."""
     k = kernel.shape[0]
     if kernel.shape[0] != kernel.shape[1] or k % 2 or x.shape[1] % 2 or x.shape[2] % 2:
         raise ValueError(f"conv_stride2 needs an even square kernel and even sides; got kernel "
