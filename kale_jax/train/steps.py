@@ -209,16 +209,14 @@ def base_step(spec: StepSpec, state: TrainState, x: Array) -> Tuple[TrainState, 
                                               state.generator_state, z, train=True)
         e_fake = parallel.all_gather(_floor(spec, spec.energy.apply(energy_vars, fake,
                                                                       train=False)))
-        if spec.criterion in ("kale", "donsker"):
-            loss = kale.base_loss(e_data, e_fake)
-        else:
-            loss = kale.gan_base_loss(spec.criterion, e_data, e_fake)
-        return loss, (generator_state, e_fake)
+        loss = loss_value(spec, e_data, e_fake)
+        return loss, (generator_state, e_fake, loss)
 
-    grads, (generator_state, e_fake) = jax.grad(loss_fn, has_aux=True)(state.generator_params)
+    grads, (generator_state, e_fake, loss) = jax.grad(loss_fn, has_aux=True)(
+        state.generator_params)
     grads = parallel.pmean(grads)
     new_state = _base_updated(spec, state, grads, generator_state)
-    metrics = {"base_loss": loss_value(spec, e_data, e_fake),
+    metrics = {"base_loss": loss,
                "kale_dv_batch": kale.estimate(e_data, e_fake),
                "log_partition": state.log_partition}
     return new_state, metrics
